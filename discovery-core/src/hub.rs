@@ -90,16 +90,6 @@ impl<R: Registry> Hub<R> {
         );
         w
     }
-
-    /// The number of open registry watches.
-    #[cfg(test)]
-    pub(crate) fn open_watches(&self) -> usize {
-        let watches = self.watches.lock().expect("watch map lock poisoned");
-        watches
-            .values()
-            .filter(|e| e.watch.strong_count() > 0)
-            .count()
-    }
 }
 
 // === impl SharedWatch ===

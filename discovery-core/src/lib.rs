@@ -27,3 +27,6 @@ pub use self::{
     endpoint::{Answer, Endpoint, Health, InvalidEndpoint},
     registry::{InvalidTarget, ListError, Registry, RegistryError, Target},
 };
+
+#[cfg(test)]
+mod tests;

@@ -174,10 +174,10 @@ impl<R: Registry> WatchTask<R> {
         if self.version == 0 || self.set.is_empty() {
             return false;
         }
-        if let Some((deadline, ..)) = &self.held {
-            if Instant::now() >= *deadline {
-                return false;
-            }
+        if let Some((deadline, ..)) = &self.held
+            && Instant::now() >= *deadline
+        {
+            return false;
         }
         let removed = self.set.keys().filter(|id| !new.contains_key(*id)).count();
         removed == self.set.len() || removed as f64 / self.set.len() as f64 > share
@@ -224,10 +224,13 @@ impl<R: Registry> WatchTask<R> {
         self.set = set;
         self.not_found = not_found;
         let version = self.version;
-        if self.stale {
+        let state = if self.stale {
             self.stale = false;
             self.status_seq += 1;
-        }
+            pb::SyncState::Recovered
+        } else {
+            pb::SyncState::InSync
+        };
         let snapshot = pb::EndpointUpdate {
             version,
             kind: Some(pb::endpoint_update::Kind::Snapshot(pb::Snapshot {
@@ -240,7 +243,7 @@ impl<R: Registry> WatchTask<R> {
             kind: Some(pb::endpoint_update::Kind::Delta(d)),
         });
         tracing::debug!(target = %self.label, version, endpoints = self.set.len(), not_found, "set updated");
-        let status = self.status(pb::SyncState::InSync, String::new());
+        let status = self.status(state, String::new());
         self.tx.send_replace(Arc::new(Published {
             version,
             snapshot,

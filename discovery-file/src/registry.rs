@@ -88,14 +88,13 @@ async fn reload_loop(path: PathBuf, poll: Duration, tx: watch::Sender<Loaded>) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if ev
+        if let Ok(ev) = ev
+            && ev
                 .paths
                 .iter()
                 .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-            {
-                let _ = ev_tx.send(());
-            }
+        {
+            let _ = ev_tx.send(());
         }
     });
     // Watch the directory: editors and `mv` replace the file, which ends a
