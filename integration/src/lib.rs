@@ -7,11 +7,17 @@
 
 #![warn(missing_docs)]
 
+mod conformance;
+mod endpoint_file;
 mod metrics;
 mod process;
 mod subscriber;
 
 pub use self::{
+    conformance::{
+        CheckResult, Outcome, RegistryControl, Report, SuiteOptions, TestEndpoint, run_suite,
+    },
+    endpoint_file::{EndpointFile, FileControl, render},
     metrics::{Metrics, scrape, wait_for_metrics},
     process::{Adapter, Process, loopback_args, workspace_binary},
     subscriber::{EndpointSet, Subscriber, connect, describe, refusal},
