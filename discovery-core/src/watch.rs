@@ -224,7 +224,8 @@ impl<R: Registry> WatchTask<R> {
         self.set = set;
         self.not_found = not_found;
         let version = self.version;
-        if self.stale {
+        let recovered = self.stale;
+        if recovered {
             self.stale = false;
             self.status_seq += 1;
         }
@@ -240,7 +241,11 @@ impl<R: Registry> WatchTask<R> {
             kind: Some(pb::endpoint_update::Kind::Delta(d)),
         });
         tracing::debug!(target = %self.label, version, endpoints = self.set.len(), not_found, "set updated");
-        let status = self.status(pb::SyncState::InSync, String::new());
+        let status = if recovered {
+            self.status(pb::SyncState::Recovered, "registry answers again".into())
+        } else {
+            self.status(pb::SyncState::InSync, String::new())
+        };
         self.tx.send_replace(Arc::new(Published {
             version,
             snapshot,
