@@ -372,4 +372,10 @@ mod tests {
         assert!(parse_listening("listening grpc=nope metrics=1.2.3.4:5").is_err());
         assert!(parse_listening("listening grpc=127.0.0.1:1").is_err());
     }
+
+    #[test]
+    fn a_missing_binary_says_how_to_build_it() {
+        let err = workspace_binary("no-such-binary").unwrap_err().to_string();
+        assert!(err.contains("cargo build --workspace --bins"), "{err}");
+    }
 }

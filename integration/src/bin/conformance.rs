@@ -17,7 +17,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Checks that an adapter serves discovery.v1 as its contract says.
 #[derive(Parser, Debug)]
-#[command(about)]
+#[command(name = "conformance")]
 struct Args {
     /// The adapter command, run with `sh`; the runner appends
     /// `--listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0` and reads its
