@@ -32,7 +32,9 @@ const TAIL_LINES: usize = 40;
 ///
 /// Only this process is ever signalled, by the pid it was started with, and
 /// only while it has not been reaped (so the pid cannot belong to another
-/// process yet).
+/// process yet). Dropping blocks the thread for up to 3 s while the child
+/// stops: use a multi-thread runtime in tests, so that the test's own gRPC
+/// connections can still close meanwhile.
 #[derive(Debug)]
 pub struct Process {
     name: String,
