@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry as MetricsRegistry;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tributary_proto::v1::endpoint_discovery_server::EndpointDiscoveryServer;
 
@@ -76,6 +76,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot handle SIGINT/SIGTERM: {0}")]
+    Signals(std::io::Error),
     /// Reflection could not load the contract's descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -132,6 +135,14 @@ impl<R: Registry> Adapter<R> {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
 
+        let signals = Signals::install().map_err(ServeError::Signals)?;
+        let (stop_tx, stop) = watch::channel(false);
+        let shutdown = async move {
+            signals.recv().await;
+            // Watch streams never end by themselves: end them, so that the
+            // server's graceful shutdown can finish.
+            let _ = stop_tx.send(true);
+        };
         let metrics_addr = local(&metrics_listener);
         let metrics_task = tokio::spawn(serve_metrics(metrics_listener, Arc::new(self.metrics)));
         print_listening(grpc_addr, metrics_addr);
@@ -141,10 +152,11 @@ impl<R: Registry> Adapter<R> {
             .add_service(EndpointDiscoveryServer::new(Service::new(
                 hub,
                 core_metrics,
+                stop,
             )))
             .add_service(health)
             .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown_signal())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
             .await;
         metrics_task.abort();
         tracing::info!("adapter stopped");
@@ -167,29 +179,29 @@ fn print_listening(grpc: Option<SocketAddr>, metrics: Option<SocketAddr>) {
     let _ = out.flush();
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the adapter");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+/// SIGINT and SIGTERM listeners, installed before the adapter says it is
+/// listening so that an early signal still stops it cleanly.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown signal received");
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        tracing::info!("shutdown signal received");
+    }
 }
 
 /// Sets up `tracing` logging to standard error from the common flags.
@@ -201,6 +213,7 @@ pub fn init_logging(args: &CommonArgs) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),

@@ -20,9 +20,7 @@ mod server;
 mod watch;
 
 pub use self::{
-    adapter::{
-        Adapter, CommonArgs, LogFormat, ServeError, init_logging, parse_duration, shutdown_signal,
-    },
+    adapter::{Adapter, CommonArgs, LogFormat, ServeError, init_logging, parse_duration},
     backoff::Backoff,
     endpoint::{Answer, Endpoint, Health, InvalidEndpoint},
     registry::{InvalidTarget, ListError, Registry, RegistryError, Target},

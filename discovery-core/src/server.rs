@@ -19,6 +19,7 @@ use crate::{
 pub(crate) struct Service<R> {
     hub: Arc<Hub<R>>,
     metrics: CoreMetrics,
+    stop: watch::Receiver<bool>,
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::EndpointUpdate, Status>> + Send>>;
@@ -27,6 +28,7 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::EndpointUpdate, Status>
 struct Subscriber {
     watch: Arc<SharedWatch>,
     rx: watch::Receiver<Arc<Published>>,
+    stop: watch::Receiver<bool>,
     metrics: CoreMetrics,
     label: String,
     /// The version this subscriber holds; `None` before its first snapshot.
@@ -40,8 +42,9 @@ struct Subscriber {
 // === impl Service ===
 
 impl<R: Registry> Service<R> {
-    pub(crate) fn new(hub: Arc<Hub<R>>, metrics: CoreMetrics) -> Self {
-        Self { hub, metrics }
+    /// A service whose streams end when `stop` turns true.
+    pub(crate) fn new(hub: Arc<Hub<R>>, metrics: CoreMetrics, stop: watch::Receiver<bool>) -> Self {
+        Self { hub, metrics, stop }
     }
 }
 
@@ -68,7 +71,7 @@ impl<R: Registry> EndpointDiscovery for Service<R> {
         tracing::debug!(%target, subscriber = %req.subscriber_id, "subscriber joined");
         let watch = self.hub.subscribe(target);
         Ok(Response::new(Box::pin(
-            Subscriber::new(watch, self.metrics.clone()).into_stream(),
+            Subscriber::new(watch, self.metrics.clone(), self.stop.clone()).into_stream(),
         )))
     }
 
@@ -93,11 +96,12 @@ impl<R: Registry> EndpointDiscovery for Service<R> {
 // === impl Subscriber ===
 
 impl Subscriber {
-    fn new(watch: Arc<SharedWatch>, metrics: CoreMetrics) -> Self {
+    fn new(watch: Arc<SharedWatch>, metrics: CoreMetrics, stop: watch::Receiver<bool>) -> Self {
         let label = watch.target().to_string();
         metrics.subscriber_joined(&label);
         Self {
             rx: watch.receiver(),
+            stop,
             watch,
             metrics,
             label,
@@ -115,10 +119,16 @@ impl Subscriber {
                 if let Some(m) = s.queue.pop_front() {
                     return Some((Ok(m), s));
                 }
+                if *s.stop.borrow() {
+                    return None;
+                }
                 if s.started {
                     // The sender lives as long as the watch task, which lives
                     // as long as this subscriber holds the watch.
-                    s.rx.changed().await.ok()?;
+                    tokio::select! {
+                        changed = s.rx.changed() => changed.ok()?,
+                        _ = s.stop.changed() => return None,
+                    }
                 }
                 s.started = true;
                 let p = s.rx.borrow_and_update().clone();

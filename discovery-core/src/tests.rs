@@ -71,9 +71,13 @@ fn service(fake: &Fake, guard_share: Option<f64>) -> Service<Fake> {
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
     };
     let metrics = CoreMetrics::default();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Nobody stops these services: keep the sender for the test's life.
+    std::mem::forget(stop_tx);
     Service::new(
         Arc::new(Hub::new(Arc::new(fake.clone()), cfg, metrics.clone())),
         metrics,
+        stop,
     )
 }
 

@@ -68,10 +68,10 @@ pub(crate) fn parse(text: &str) -> Result<Services, String> {
                 port,
                 weight: e.weight,
                 health: match e.health {
-                    None | Some(FileHealth::Healthy) => Health::Healthy,
+                    Some(FileHealth::Healthy) => Health::Healthy,
                     Some(FileHealth::Unhealthy) => Health::Unhealthy,
                     Some(FileHealth::Draining) => Health::Draining,
-                    Some(FileHealth::Unknown) => Health::Unknown,
+                    None | Some(FileHealth::Unknown) => Health::Unknown,
                 },
                 zone: e.zone.unwrap_or_default(),
                 metadata: e.metadata,

@@ -88,7 +88,10 @@ async fn reload_loop(path: PathBuf, poll: Duration, tx: watch::Sender<Loaded>) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        // Reads (ours included) are access events: only changes matter, or
+        // every reload would trigger the next.
         if let Ok(ev) = ev
+            && !ev.kind.is_access()
             && ev
                 .paths
                 .iter()
