@@ -29,6 +29,8 @@ mod source_map;
 mod upstream;
 mod validate;
 
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
