@@ -21,6 +21,15 @@ const METHODS: [&str; 10] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
 ];
 
+/// A value, or its default when written empty (`routes:` with nothing under it).
+pub(super) fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 /// An integer in `MIN..=MAX`; accepts `2` and `2.0`, rejects `2.5` and `"2"`.
 pub(super) fn int<'de, D, T, const MIN: i64, const MAX: i64>(d: D) -> Result<T, D::Error>
 where

@@ -53,22 +53,29 @@ pub use self::upstream::{
     BalancerType, DEFAULT_NODE_PORT, HashOn, PassHost, Scheme, Upstream, UpstreamProtocol,
 };
 
-/// The whole config file.
+/// The whole config file. A section left out, or written empty, takes its
+/// default.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Sockets to accept connections on. Default none.
+    #[serde(deserialize_with = "de::or_default")]
     pub listeners: Vec<Listener>,
     /// Rules that send HTTP requests to upstreams, tried by priority. Default none.
+    #[serde(deserialize_with = "de::or_default")]
     pub routes: Vec<Route>,
     /// Sets of endpoints and how to reach them. Default none.
+    #[serde(deserialize_with = "de::or_default")]
     pub upstreams: Vec<Upstream>,
     /// Discovery adapters by name; an upstream's `discovery_type` names one.
     /// Default none.
+    #[serde(deserialize_with = "de::or_default")]
     pub adapters: BTreeMap<String, Adapter>,
     /// The admin endpoint.
+    #[serde(deserialize_with = "de::or_default")]
     pub admin: Admin,
     /// Logs and traces.
+    #[serde(deserialize_with = "de::or_default")]
     pub telemetry: Telemetry,
 }
 

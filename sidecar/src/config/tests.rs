@@ -201,6 +201,9 @@ fn a_config_of_defaults() {
     let config = Config::from_yaml("{}").expect("valid");
     assert_eq!(config, Config::default());
     assert_eq!(config.admin.address, DEFAULT_ADMIN_ADDRESS);
+    // A section left empty, say with its entries commented out, is empty.
+    let yaml = "listeners:\nroutes: ~\nupstreams:\nadapters:\nadmin:\ntelemetry:\n";
+    assert_eq!(Config::from_yaml(yaml).expect("valid"), Config::default());
 }
 
 #[test]
