@@ -53,6 +53,9 @@ enum Node {
 /// A mapping key as text (`?` for a key that is itself a list or mapping).
 struct Key(String);
 
+/// Reads any YAML node into a [`Node`].
+struct NodeVisitor;
+
 // === impl SourceMap ===
 
 impl SourceMap {
@@ -196,8 +199,6 @@ impl<'de> Deserialize<'de> for Node {
         d.deserialize_any(NodeVisitor)
     }
 }
-
-struct NodeVisitor;
 
 impl<'de> Visitor<'de> for NodeVisitor {
     type Value = Node;

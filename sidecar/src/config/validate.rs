@@ -7,12 +7,12 @@
 //! path, so a user fixes them in one go. Upstream checks are in
 //! `validate/upstream.rs`.
 
-mod upstream;
-
 use std::collections::HashMap;
 
 use super::error::Issue;
 use super::{Config, ListenerProtocol};
+
+mod upstream;
 
 /// Every problem in `config` that parsing could not see.
 pub(super) fn check(config: &Config) -> Vec<Issue> {
