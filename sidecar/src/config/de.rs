@@ -311,14 +311,15 @@ impl Visitor<'_> for NumberVisitor {
     }
 }
 
-/// Checks `value` against `min..=max` and converts it to `T`.
+/// Checks `value` against `min..=max` and converts it to `T`. A range whose
+/// top is a type's limit reads better as a bare minimum or maximum.
 fn in_range<E: de::Error, T: TryFrom<i64>>(value: i64, min: i64, max: i64) -> Result<T, E> {
     if value < min || value > max {
-        return Err(if max >= U32_MAX {
-            E::custom(format!("{value} is less than {min}"))
-        } else {
-            E::custom(format!("{value} is not in {min}..={max}"))
-        });
+        return Err(E::custom(match (max >= U32_MAX, value < min) {
+            (true, true) => format!("{value} is less than {min}"),
+            (true, false) => format!("{value} is more than {max}"),
+            (false, _) => format!("{value} is not in {min}..={max}"),
+        }));
     }
     T::try_from(value).map_err(|_| E::custom(format!("{value} does not fit the field's type")))
 }

@@ -225,6 +225,7 @@ mod tests {
             "- {host: a, port: 0}",
             "- {host: a, port: 65536}",
             "- {host: a, weight: -2}",
+            "- {host: a, weight: 5000000000}",
             "- {host: a, wieght: 2}",
             "- {port: 80}",
             "web",
