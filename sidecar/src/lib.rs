@@ -3,4 +3,5 @@
 
 #![warn(missing_docs)]
 
+pub mod balance;
 pub mod upstream;
