@@ -3,5 +3,6 @@
 
 #![warn(missing_docs)]
 
+pub mod balance;
 pub mod config;
 pub mod upstream;
