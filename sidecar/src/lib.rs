@@ -3,6 +3,13 @@
 
 #![warn(missing_docs)]
 
+mod admin;
+mod app;
 pub mod balance;
 pub mod config;
+mod discovery;
+mod logging;
+mod proxy;
 pub mod upstream;
+
+pub use self::{admin::serve_admin, app::App, config::Config, logging::init_logging};

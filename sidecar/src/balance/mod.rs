@@ -49,7 +49,8 @@ use self::{
 pub use self::hash::hash_key;
 
 /// The balancing algorithm of an upstream, named as in APISIX's `type`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum BalancerType {
     /// `roundrobin`: smooth weighted round robin.
     #[default]
@@ -164,6 +165,14 @@ impl FromStr for BalancerType {
             "least_conn" => Ok(Self::LeastConn),
             other => Err(UnknownBalancerType(other.to_owned())),
         }
+    }
+}
+
+impl TryFrom<String> for BalancerType {
+    type Error = UnknownBalancerType;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

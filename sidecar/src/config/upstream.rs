@@ -75,20 +75,7 @@ pub struct Upstream {
 }
 
 /// The balancing algorithm, APISIX's upstream `type`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BalancerType {
-    /// Smooth weighted round robin.
-    #[default]
-    #[serde(rename = "roundrobin")]
-    RoundRobin,
-    /// Consistent hashing on `hash_on` and `key`.
-    Chash,
-    /// Peak-EWMA latency, choosing the better of two random endpoints.
-    Ewma,
-    /// Weighted least connections.
-    LeastConn,
-}
+pub use crate::balance::BalancerType;
 
 /// What consistent hashing hashes on, APISIX's `hash_on` (`consumer` is
 /// refused: the sidecar has no consumers).

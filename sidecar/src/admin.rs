@@ -1,0 +1,147 @@
+//! The admin API, loopback-only by default: `/live`, `/ready`, `/upstreams`
+//! (JSON) and `/config`.
+
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::{app::App, upstream::Health};
+
+/// Serves the admin API on `listener` until the task is dropped.
+pub async fn serve_admin(listener: TcpListener, app: Arc<App>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(route(&req, &app)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+fn route(req: &Request<Incoming>, app: &App) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n".into()),
+        "/ready" => ready(app),
+        "/upstreams" => upstreams(app),
+        "/config" => {
+            let cur = app.current();
+            let mut r = text(StatusCode::OK, cur.text.clone());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                "application/yaml".parse().expect("static header value"),
+            );
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /live /ready /upstreams /config\n".into(),
+        ),
+    }
+}
+
+fn ready(app: &App) -> Response<Full<Bytes>> {
+    let cur = app.current();
+    let waiting: Vec<&str> = cur
+        .upstreams
+        .iter()
+        .filter(|u| !u.is_ready())
+        .map(|u| &*u.name)
+        .collect();
+    if waiting.is_empty() {
+        text(StatusCode::OK, "ready\n".into())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "waiting for the first endpoints of: {}\n",
+                waiting.join(", ")
+            ),
+        )
+    }
+}
+
+fn upstreams(app: &App) -> Response<Full<Bytes>> {
+    let cur = app.current();
+    let now = Instant::now();
+    let ups: Vec<_> = cur
+        .upstreams
+        .iter()
+        .map(|u| {
+            let state = u.state();
+            let endpoints: Vec<_> = state
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({
+                        "id": &*e.id,
+                        "address": e.addr.to_string(),
+                        "weight": e.weight,
+                        "priority": e.priority,
+                        "zone": &*e.zone,
+                        "source": &*e.source,
+                        "health": match e.state.health() {
+                            Health::Healthy => "healthy",
+                            Health::Unhealthy => "unhealthy",
+                            Health::Draining => "draining",
+                        },
+                        "available": e.is_available(),
+                        "in_flight": e.state.in_flight(),
+                        "ewma_ms": e.state.ewma_ns(now) / 1e6,
+                    })
+                })
+                .collect();
+            json!({
+                "name": &*u.name,
+                "type": format!("{:?}", u.balancer_type()),
+                "generation": state.generation,
+                "ready": u.is_ready(),
+                "sources": state.sources,
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    let body = serde_json::to_string_pretty(&json!({ "upstreams": ups }))
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("static header value"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "text/plain; charset=utf-8"
+            .parse()
+            .expect("static header value"),
+    );
+    r
+}

@@ -1,0 +1,272 @@
+//! Forwarding one HTTP request: route, pick an endpoint, send with the
+//! upstream's timeouts, retry on another endpoint where that is safe, and
+//! stream the response back.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, request::Parts, uri,
+};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::{
+    body::{ProxyBody, RequestBody},
+    error::ProxyError,
+    hash::request_hash,
+    headers::{add_forwarded, strip_hop_by_hop},
+    route::{RouteTable, request_host},
+};
+use crate::{
+    balance::{BalancerType, PickCtx},
+    config::{PassHost, UpstreamProtocol},
+    upstream::Upstream,
+};
+
+/// Bodies up to this size are buffered so that the request can be retried.
+const RETRY_BUFFER_BYTES: u64 = 64 * 1024;
+
+/// Largest number of attempts of one request, whatever `retries` says.
+const MAX_ATTEMPTS: usize = 16;
+
+/// Serves the requests of one HTTP listener.
+pub(crate) struct HttpProxy {
+    routes: Arc<ArcSwap<RouteTable>>,
+}
+
+// === impl HttpProxy ===
+
+impl HttpProxy {
+    pub(crate) fn new(routes: Arc<ArcSwap<RouteTable>>) -> Self {
+        Self { routes }
+    }
+
+    /// Handles one request; errors become responses here, at the edge.
+    pub(crate) async fn serve(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let (route, upstream) = {
+            let routes = self.routes.load();
+            match routes.find(&parts) {
+                Some(route) => (route.name.clone(), route.upstream.clone()),
+                None => return Ok(error_response(&ProxyError::NoRoute)),
+            }
+        };
+        match forward(&upstream, parts, body, client).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                tracing::debug!(%route, upstream = %upstream.name, error = %e, "request failed");
+                Ok(error_response(&e))
+            }
+        }
+    }
+}
+
+async fn forward(
+    upstream: &Upstream,
+    mut parts: Parts,
+    body: Incoming,
+    client: SocketAddr,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let cfg = &upstream.cfg;
+    let start = Instant::now();
+    let h2 = match cfg.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::H2c => true,
+        UpstreamProtocol::Auto => parts.version == Version::HTTP_2,
+    };
+    let hash = match cfg.r#type {
+        BalancerType::Chash => request_hash(cfg, &parts, client),
+        _ => 0,
+    };
+    let host = request_host(&parts).map(HeaderValue::from_str);
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(
+        &mut parts.headers,
+        client,
+        host.as_ref()
+            .and_then(|h| h.as_ref().ok())
+            .and_then(|h| h.to_str().ok()),
+    );
+    match (&cfg.pass_host, host) {
+        (PassHost::Pass, Some(Ok(h))) if !h2 => {
+            parts.headers.insert(header::HOST, h);
+        }
+        (PassHost::Rewrite, _) => {
+            if let Some(h) = cfg
+                .upstream_host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok())
+            {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        _ => {}
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+
+    // A small or empty body is buffered so that a retry can send it again.
+    let replayable = body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= RETRY_BUFFER_BYTES);
+    let mut body = if replayable {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("reading the request body: {e}")))?
+            .to_bytes();
+        Some(Body::Buffered(bytes))
+    } else {
+        Some(Body::Streamed(body))
+    };
+
+    let idempotent = is_idempotent(&parts.method);
+    let state = upstream.state_full();
+    let max_attempts = match cfg.retries {
+        Some(r) => r as usize + 1,
+        None => state.endpoints.len().max(1),
+    }
+    .min(MAX_ATTEMPTS);
+    let mut tried = [0usize; MAX_ATTEMPTS];
+    let mut attempt = 0;
+    let clients = &upstream.clients;
+    let client_pool = if h2 { &clients.h2c } else { &clients.http1 };
+    let timeout = cfg.timeout.send + cfg.timeout.read;
+    loop {
+        let pick = state
+            .balancer
+            .pick(
+                &state.endpoints,
+                &PickCtx {
+                    hash,
+                    tried: &tried[..attempt],
+                },
+            )
+            .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.to_string()))?;
+        if pick.panic {
+            tracing::debug!(upstream = %upstream.name, "every endpoint unavailable: panic mode");
+        }
+        let endpoint = &state.endpoints[pick.index];
+        tried[attempt] = pick.index;
+        attempt += 1;
+
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(authority(endpoint.addr))
+            .path_and_query(path.clone())
+            .build()
+            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let mut req = Request::new(match body.take() {
+            Some(Body::Buffered(b)) => {
+                body = Some(Body::Buffered(b.clone()));
+                RequestBody::Buffered((!b.is_empty()).then_some(b))
+            }
+            Some(Body::Streamed(s)) => RequestBody::Streamed(s),
+            None => unreachable!("a streamed body is never retried"),
+        });
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        // Headers are cloned only while another attempt may need them.
+        *req.headers_mut() = if body.is_none() || attempt == max_attempts {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        *req.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        if (matches!(cfg.pass_host, PassHost::Node)
+            || (!h2 && !req.headers().contains_key(header::HOST)))
+            && let Ok(h) = HeaderValue::from_str(&authority(endpoint.addr))
+        {
+            req.headers_mut().insert(header::HOST, h);
+        }
+
+        let guard = endpoint.state.begin();
+        let can_retry = body.is_some()
+            && attempt < max_attempts
+            && (cfg.retry_timeout.is_zero() || start.elapsed() < cfg.retry_timeout);
+        let result = tokio::time::timeout(timeout, client_pool.request(req)).await;
+        let err = match result {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                if can_retry && idempotent && cfg.retry_on_status.contains(&status) {
+                    tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr, status, attempt, "retrying on status");
+                    drop(guard);
+                    continue;
+                }
+                let (mut rparts, rbody) = resp.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                return Ok(Response::from_parts(
+                    rparts,
+                    ProxyBody::upstream(rbody, guard),
+                ));
+            }
+            Ok(Err(e)) if e.is_connect() => ProxyError::Connect {
+                endpoint: endpoint.addr.to_string(),
+                source: Box::new(e),
+            },
+            Ok(Err(e)) => ProxyError::Upstream {
+                endpoint: endpoint.addr.to_string(),
+                source: Box::new(e),
+            },
+            Err(_) => ProxyError::Timeout {
+                endpoint: endpoint.addr.to_string(),
+                timeout,
+            },
+        };
+        drop(guard);
+        let retry = can_retry && (err.is_retryable() || idempotent);
+        tracing::debug!(upstream = %upstream.name, error = %err, attempt, retry, "attempt failed");
+        if !retry {
+            return Err(err);
+        }
+    }
+}
+
+/// The request body across attempts.
+enum Body {
+    Buffered(Bytes),
+    Streamed(Incoming),
+}
+
+fn authority(addr: SocketAddr) -> String {
+    addr.to_string()
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The one place where proxy errors become HTTP responses.
+pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+    let status = e.status();
+    let mut resp = Response::new(ProxyBody::full(format!("{e}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}

@@ -1,0 +1,20 @@
+//! The data plane: HTTP and TCP listeners, routing, forwarding to upstream
+//! endpoints, and the bodies and headers in between.
+
+mod body;
+mod client;
+mod error;
+mod hash;
+mod headers;
+mod http;
+mod route;
+mod server;
+mod tcp;
+
+pub(crate) use self::{
+    client::UpstreamClients,
+    http::HttpProxy,
+    route::{Route, RouteTable},
+    server::{bound, serve_http},
+    tcp::serve_tcp,
+};

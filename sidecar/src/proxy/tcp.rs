@@ -1,0 +1,70 @@
+//! Plain TCP listeners: each connection is balanced over an upstream and
+//! copied both ways until either side closes.
+
+use std::{sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use crate::{balance::PickCtx, upstream::Upstream};
+
+/// Most endpoints tried for one connection.
+const MAX_CONNECT_ATTEMPTS: usize = 8;
+
+/// Serves TCP on `listener`, balancing over the current upstream, until `stop`.
+pub(crate) async fn serve_tcp(
+    name: Arc<str>,
+    listener: TcpListener,
+    upstream: Arc<ArcSwap<Upstream>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (mut inbound, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(listener = %name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = inbound.set_nodelay(true);
+                let upstream = upstream.load_full();
+                tokio::spawn(async move {
+                    let hash = crate::balance::hash_key(remote.ip().to_string().as_bytes());
+                    let state = upstream.state_full();
+                    let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
+                    for attempt in 0..MAX_CONNECT_ATTEMPTS.min(state.endpoints.len().max(1)) {
+                        let Some(pick) = state.balancer.pick(&state.endpoints, &PickCtx { hash, tried: &tried[..attempt] }) else {
+                            tracing::warn!(upstream = %upstream.name, "no endpoint for TCP connection");
+                            return;
+                        };
+                        tried[attempt] = pick.index;
+                        let endpoint = &state.endpoints[pick.index];
+                        let guard = endpoint.state.begin();
+                        let connect = tokio::time::timeout(upstream.cfg.timeout.connect, TcpStream::connect(endpoint.addr)).await;
+                        match connect {
+                            Ok(Ok(mut outbound)) => {
+                                let _ = outbound.set_nodelay(true);
+                                if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+                                    tracing::debug!(client = %remote, endpoint = %endpoint.addr, error = %e, "TCP session ended");
+                                }
+                                guard.finish();
+                                return;
+                            }
+                            Ok(Err(e)) => tracing::debug!(endpoint = %endpoint.addr, error = %e, "TCP connect failed; trying another endpoint"),
+                            Err(_) => tracing::debug!(endpoint = %endpoint.addr, "TCP connect timed out; trying another endpoint"),
+                        }
+                    }
+                    tracing::warn!(upstream = %upstream.name, client = %remote, "no endpoint accepted the TCP connection");
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    tracing::info!(listener = %name, "TCP listener closed");
+}
