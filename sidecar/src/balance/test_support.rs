@@ -19,6 +19,7 @@ pub(super) fn endpoint(i: usize, weight: u32, priority: i32) -> Arc<Endpoint> {
         zone: "".into(),
         source: "static".into(),
         state: Arc::new(EndpointState::default()),
+        authority: Endpoint::authority_of(SocketAddr::from((ip, 8080))),
     })
 }
 

@@ -49,22 +49,35 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Adds the client to `X-Forwarded-For` and `Forwarded`, and sets
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` when absent.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: Option<&str>) {
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    host: Option<&HeaderValue>,
+) {
+    use std::fmt::Write;
+
     let ip = client.ip();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
-    };
+    let mut xff = String::with_capacity(48);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+        && !prev.is_empty()
+    {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{ip}");
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
+    let mut fwd = xff;
+    fwd.clear();
+    let _ = match ip {
+        std::net::IpAddr::V4(ip) => write!(fwd, "for={ip};proto=http"),
+        std::net::IpAddr::V6(ip) => write!(fwd, "for=\"[{ip}]\";proto=http"),
     };
-    let mut fwd = format!("for={node};proto=http");
-    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+    if let Some(h) = host.and_then(|h| h.to_str().ok())
+        && h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+    {
         fwd.push_str(";host=");
         fwd.push_str(h);
     }
@@ -76,9 +89,8 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: O
     }
     if let Some(h) = host
         && !headers.contains_key(&X_FORWARDED_HOST)
-        && let Ok(v) = HeaderValue::from_str(h)
     {
-        headers.insert(&X_FORWARDED_HOST, v);
+        headers.insert(&X_FORWARDED_HOST, h.clone());
     }
 }
 

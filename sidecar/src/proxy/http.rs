@@ -18,7 +18,7 @@ use super::{
     error::ProxyError,
     hash::request_hash,
     headers::{add_forwarded, strip_hop_by_hop},
-    route::{RouteTable, request_host},
+    route::RouteTable,
 };
 use crate::{
     balance::{BalancerType, PickCtx},
@@ -85,29 +85,29 @@ async fn forward(
         BalancerType::Chash => request_hash(cfg, &parts, client),
         _ => 0,
     };
-    let host = request_host(&parts).map(HeaderValue::from_str);
+    // The client's host: its `Host` header (a cheap shared clone), or the
+    // URI authority when it spoke HTTP/2.
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(
-        &mut parts.headers,
-        client,
-        host.as_ref()
-            .and_then(|h| h.as_ref().ok())
-            .and_then(|h| h.to_str().ok()),
-    );
-    match (&cfg.pass_host, host) {
-        (PassHost::Pass, Some(Ok(h))) if !h2 => {
-            parts.headers.insert(header::HOST, h);
-        }
-        (PassHost::Rewrite, _) => {
-            if let Some(h) = cfg
-                .upstream_host
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok())
-            {
+    add_forwarded(&mut parts.headers, client, host.as_ref());
+    match cfg.pass_host {
+        PassHost::Pass => {
+            if let Some(h) = host {
                 parts.headers.insert(header::HOST, h);
             }
         }
-        _ => {}
+        PassHost::Rewrite => {
+            if let Some(h) = &upstream.host_header {
+                parts.headers.insert(header::HOST, h.clone());
+            }
+        }
+        PassHost::Node => {}
     }
     let path = parts
         .uri
@@ -164,7 +164,7 @@ async fn forward(
 
         let uri = Uri::builder()
             .scheme("http")
-            .authority(authority(endpoint.addr))
+            .authority(endpoint.authority.clone())
             .path_and_query(path.clone())
             .build()
             .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
@@ -189,11 +189,10 @@ async fn forward(
         } else {
             Version::HTTP_11
         };
-        if (matches!(cfg.pass_host, PassHost::Node)
-            || (!h2 && !req.headers().contains_key(header::HOST)))
-            && let Ok(h) = HeaderValue::from_str(&authority(endpoint.addr))
-        {
-            req.headers_mut().insert(header::HOST, h);
+        if matches!(cfg.pass_host, PassHost::Node) || !req.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(endpoint.authority.as_str()) {
+                req.headers_mut().insert(header::HOST, h);
+            }
         }
 
         let guard = endpoint.state.begin();
@@ -242,10 +241,6 @@ async fn forward(
 enum Body {
     Buffered(Bytes),
     Streamed(Incoming),
-}
-
-fn authority(addr: SocketAddr) -> String {
-    addr.to_string()
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -30,6 +30,9 @@ pub struct Endpoint {
     pub source: Arc<str>,
     /// Live counters and health, shared by every version holding this id.
     pub state: Arc<EndpointState>,
+    /// `addr` as a URI authority and `Host` value, made once per set version
+    /// so that requests do not format it.
+    pub authority: http::uri::Authority,
 }
 
 /// Live state of one endpoint: load counters and health, all atomics.
@@ -77,6 +80,13 @@ pub const EWMA_DECAY_NS: f64 = 10_000_000_000.0;
 // === impl Endpoint ===
 
 impl Endpoint {
+    /// The URI authority of an address (`ip:port`, `[v6]:port`).
+    pub fn authority_of(addr: SocketAddr) -> http::uri::Authority {
+        addr.to_string()
+            .parse()
+            .expect("a socket address is a valid URI authority")
+    }
+
     /// Whether the endpoint may take a new request now.
     #[inline]
     pub fn is_available(&self) -> bool {

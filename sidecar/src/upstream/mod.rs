@@ -37,6 +37,8 @@ pub struct Upstream {
     live: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
     /// Keep-alive connection pools to the endpoints.
     pub(crate) clients: UpstreamClients,
+    /// `upstream_host` as a header value, for `pass_host: rewrite`.
+    pub(crate) host_header: Option<http::HeaderValue>,
     updater: Mutex<Option<AbortHandle>>,
 }
 
@@ -92,6 +94,10 @@ impl Upstream {
             }),
             live: Mutex::new(live),
             clients: UpstreamClients::new(&cfg),
+            host_header: cfg
+                .upstream_host
+                .as_deref()
+                .and_then(|h| http::HeaderValue::from_str(h).ok()),
             updater: Mutex::new(None),
         });
         let mut merger = merge::Merger::new(statics, sources);
@@ -149,6 +155,7 @@ impl Upstream {
                     zone: c.zone,
                     source: c.source,
                     state,
+                    authority: Endpoint::authority_of(c.addr),
                 })
             })
             .collect();
