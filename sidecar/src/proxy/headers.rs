@@ -121,11 +121,8 @@ mod tests {
     fn forwarded_headers_append() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
-        add_forwarded(
-            &mut h,
-            "127.0.0.1:5555".parse().unwrap(),
-            Some("example.com"),
-        );
+        let host = HeaderValue::from_static("example.com");
+        add_forwarded(&mut h, "127.0.0.1:5555".parse().unwrap(), Some(&host));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9, 127.0.0.1");
         assert_eq!(
             h.get(header::FORWARDED).unwrap(),

@@ -189,10 +189,10 @@ async fn forward(
         } else {
             Version::HTTP_11
         };
-        if matches!(cfg.pass_host, PassHost::Node) || !req.headers().contains_key(header::HOST) {
-            if let Ok(h) = HeaderValue::from_str(endpoint.authority.as_str()) {
-                req.headers_mut().insert(header::HOST, h);
-            }
+        if (matches!(cfg.pass_host, PassHost::Node) || !req.headers().contains_key(header::HOST))
+            && let Ok(h) = HeaderValue::from_str(endpoint.authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, h);
         }
 
         let guard = endpoint.state.begin();
