@@ -35,7 +35,10 @@ pub(crate) async fn serve_tcp(
                 let _ = inbound.set_nodelay(true);
                 let upstream = upstream.load_full();
                 tokio::spawn(async move {
-                    let hash = crate::balance::hash_key(remote.ip().to_string().as_bytes());
+                    let hash = match remote.ip() {
+                        std::net::IpAddr::V4(ip) => crate::balance::hash_key(&ip.octets()),
+                        std::net::IpAddr::V6(ip) => crate::balance::hash_key(&ip.octets()),
+                    };
                     let state = upstream.state_full();
                     let mut tried = [0usize; MAX_CONNECT_ATTEMPTS];
                     for attempt in 0..MAX_CONNECT_ATTEMPTS.min(state.endpoints.len().max(1)) {
