@@ -86,6 +86,13 @@ async fn forward(
         _ => 0,
     };
     let host = request_host(&parts).map(HeaderValue::from_str);
+    // `pass` sends the client's host as it came, port included (APISIX sends
+    // `$http_host`); `host` above has the port stripped, for the forwarded
+    // headers.
+    let client_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(
         &mut parts.headers,
@@ -94,8 +101,8 @@ async fn forward(
             .and_then(|h| h.as_ref().ok())
             .and_then(|h| h.to_str().ok()),
     );
-    match (&cfg.pass_host, host) {
-        (PassHost::Pass, Some(Ok(h))) if !h2 => {
+    match (&cfg.pass_host, client_host) {
+        (PassHost::Pass, Some(h)) if !h2 => {
             parts.headers.insert(header::HOST, h);
         }
         (PassHost::Rewrite, _) => {
