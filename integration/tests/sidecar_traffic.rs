@@ -163,6 +163,7 @@ async fn forwarded_headers_reach_the_backend_and_hop_by_hop_headers_do_not() -> 
         async {
             let http = sidecar.listener("http")?;
             let req = http_request(Method::GET, http, "/headers")
+                .header(header::HOST, "app.example:8080")
                 .header(header::CONNECTION, "x-foo")
                 .header("x-foo", "secret")
                 .header("keep-alive", "timeout=5")
@@ -177,6 +178,11 @@ async fn forwarded_headers_reach_the_backend_and_hop_by_hop_headers_do_not() -> 
                 header(&lines, "x-forwarded-for") == ["10.1.2.3, 127.0.0.1"],
                 "X-Forwarded-For should append the client to the one sent; \
                  the backend saw:\n{shown}"
+            );
+            ensure!(
+                header(&lines, "host") == ["app.example:8080"],
+                "with pass_host: pass, the client's Host should reach the backend as it \
+                 was sent, port included; the backend saw:\n{shown}"
             );
             ensure!(
                 header(&lines, "x-keep") == ["1"],
