@@ -54,11 +54,11 @@ admin:
     )
 }
 
+/// Fields drop in order: the sidecar stops before its backend, the adapter.
 struct Setup {
-    file: EndpointFile,
-    // Dropped after the sidecar, which holds streams to it.
-    _adapter: Adapter,
     sidecar: Sidecar,
+    _adapter: Adapter,
+    file: EndpointFile,
 }
 
 async fn setup() -> Result<Setup> {
@@ -67,9 +67,9 @@ async fn setup() -> Result<Setup> {
     let adapter = Adapter::start_binary("discovery-file", &["--file", path]).await?;
     let sidecar = Sidecar::start(&config(adapter.grpc())).await?;
     Ok(Setup {
-        file,
-        _adapter: adapter,
         sidecar,
+        _adapter: adapter,
+        file,
     })
 }
 
