@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use hyper::{Method, Version, header};
 use integration::{
-    Adapter, Backend, EndpointFile, HttpClient, Sidecar, closed_port, full_body, http_request,
-    read_body, service_file, streamed_body,
+    Adapter, Backend, EndpointFile, HttpClient, Sidecar, closed_port, empty_body, full_body,
+    http_request, read_body, service_file, streamed_body,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -170,7 +170,7 @@ async fn forwarded_headers_reach_the_backend_and_hop_by_hop_headers_do_not() -> 
                 .header("proxy-authorization", "Basic Zm9vOmJhcg==")
                 .header("x-keep", "1")
                 .header("x-forwarded-for", "10.1.2.3")
-                .body(integration::empty_body())?;
+                .body(empty_body())?;
             let reply = HttpClient::http1().send(req).await?.ok()?;
             let lines = header_lines(&reply.text());
             let shown = reply.text();
