@@ -171,6 +171,12 @@ impl Process {
         self.signal("TERM")
     }
 
+    /// Sends SIGHUP, if the process still runs (a sidecar reloads its
+    /// config on it).
+    pub fn hangup(&self) -> Result<()> {
+        self.signal("HUP")
+    }
+
     /// Sends SIGKILL, if the process still runs.
     pub fn kill(&self) -> Result<()> {
         let mut child = self.child.lock().expect("child lock poisoned");

@@ -70,6 +70,13 @@ fn load(path: &PathBuf) -> Result<(Config, String), String> {
 }
 
 async fn run(args: Args, config: Config, text: String) -> Result<(), String> {
+    // Before anything listens: a signal that arrives once the listening line
+    // is out must be handled, not end the process with requests in flight.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let admin_addr = config.admin.address;
     let admin = tokio::net::TcpListener::bind(admin_addr)
         .await
@@ -79,11 +86,6 @@ async fn run(args: Args, config: Config, text: String) -> Result<(), String> {
     tokio::spawn(serve_admin(admin, app.clone()));
     print_listening(&app, admin_bound);
 
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let mut stamp = file_stamp(&args.config);
     loop {

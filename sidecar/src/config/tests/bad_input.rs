@@ -104,7 +104,7 @@ const CASES: &[(&str, &str, u64, &str)] = &[
         "+    type: random\n",
         "upstreams[0].type",
         8,
-        "unknown variant `random`",
+        "unknown balancer type \"random\"",
     ),
     (
         "+    checks:\n      active: {type: https}\n",
