@@ -87,13 +87,28 @@ impl App {
     /// Replaces the running config. On error nothing changes.
     pub async fn apply(&self, config: Config, text: String) -> Result<(), String> {
         let mut running = self.running.lock().await;
-        self.discovery.set_adapters(
-            config
-                .adapters
+        let previous = self.current.load_full();
+        let adapters = |c: &Config| -> Vec<(String, String, Duration)> {
+            c.adapters
                 .iter()
-                .map(|(name, a)| (name.clone(), a.address.clone(), a.connect_timeout)),
-        )?;
+                .map(|(name, a)| (name.clone(), a.address.clone(), a.connect_timeout))
+                .collect()
+        };
+        self.discovery.set_adapters(adapters(&config))?;
+        let result = self.apply_locked(&mut running, config, text).await;
+        if result.is_err() {
+            // Nothing else changed; put the adapters back as they were.
+            let _ = self.discovery.set_adapters(adapters(&previous.config));
+        }
+        result
+    }
 
+    async fn apply_locked(
+        &self,
+        running: &mut Running,
+        config: Config,
+        text: String,
+    ) -> Result<(), String> {
         // Upstreams: keep unchanged ones whole (pools, state); rebuild the
         // others, carrying their live endpoint state over.
         let mut upstreams = HashMap::new();
@@ -202,7 +217,7 @@ impl App {
             }
             Kind::Tcp(up) => {
                 let up = Arc::new(ArcSwap::new(up));
-                let task = tokio::spawn(serve_tcp(name, sock, up.clone(), stop_rx));
+                let task = tokio::spawn(serve_tcp(name, sock, up.clone(), stop_rx, self.drain));
                 (ListenerKind::Tcp(up), task)
             }
         };

@@ -1,17 +1,31 @@
-//! Response bodies the proxy sends downstream: an upstream body streamed
-//! through (holding the endpoint's in-flight count until it ends), or a small
-//! body the proxy made itself.
+//! Bodies between downstream and upstream.
+//!
+//! Responses stream through with the endpoint's in-flight count held until
+//! they end, and fail when the upstream sends nothing for the `read` timeout.
+//! Request bodies stream through once, recording their progress so that the
+//! `send` timeout measures the gap between two writes, not the whole upload;
+//! or, when small, are buffered so that a retry can send them again.
 
 use std::{
+    future::Future,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use crate::upstream::InFlight;
+
+/// The error a proxied body can end with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A downstream response body.
 pub(crate) enum ProxyBody {
@@ -19,19 +33,49 @@ pub(crate) enum ProxyBody {
     Upstream {
         body: Incoming,
         guard: Option<InFlight>,
+        /// Longest silence of the upstream between two frames.
+        read: Duration,
+        /// Armed only once a poll finds no data ready, so that bodies that
+        /// arrive whole never touch the timer wheel.
+        idle: Option<Pin<Box<Sleep>>>,
     },
     /// Made by the proxy (errors, admin).
     Full(Option<Bytes>),
 }
 
+/// The upstream sent no body data within the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing for {0:?} (timeout.read)")]
+pub(crate) struct ReadTimeout(Duration);
+
+/// How far a streamed request body got; shared with the attempt's deadline.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    start: Instant,
+    /// Nanoseconds after `start` of the last frame sent.
+    last_ns: AtomicU64,
+    /// Nanoseconds after `start` when the body ended; `u64::MAX` until then.
+    done_ns: AtomicU64,
+}
+
+/// A request body sent upstream.
+pub(crate) enum RequestBody {
+    /// The downstream body, streamed through once.
+    Streamed(Incoming, Arc<Progress>),
+    /// A small body buffered so that another attempt can send it again.
+    Buffered(Option<Bytes>),
+}
+
 // === impl ProxyBody ===
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming, guard: InFlight) -> Self {
+    pub(crate) fn upstream(body: Incoming, guard: InFlight, read: Duration) -> Self {
         let end = body.is_end_stream();
         let mut b = Self::Upstream {
             body,
             guard: Some(guard),
+            read,
+            idle: None,
         };
         if end {
             b.finish();
@@ -54,20 +98,43 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut *self {
-            Self::Upstream { body, .. } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None | Some(Err(_))) = &polled {
-                    self.finish();
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match this {
+            Self::Upstream {
+                body, read, idle, ..
+            } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(t) = idle {
+                        t.as_mut().reset(tokio::time::Instant::now() + *read);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                polled
-            }
+                Poll::Ready(Some(Err(e))) => {
+                    this.finish();
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => {
+                    this.finish();
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    let read = *read;
+                    let timer = idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(read)));
+                    match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            this.finish();
+                            Poll::Ready(Some(Err(ReadTimeout(read).into())))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            },
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -87,14 +154,39 @@ impl Body for ProxyBody {
     }
 }
 
-/// A request body sent upstream: streamed once, or replayable bytes when the
-/// request may be retried.
-pub(crate) enum RequestBody {
-    /// The downstream body, streamed through; cannot be retried.
-    Streamed(Incoming),
-    /// A small body buffered so that another attempt can send it again.
-    Buffered(Option<Bytes>),
+// === impl Progress ===
+
+impl Progress {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            last_ns: AtomicU64::new(0),
+            done_ns: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    fn since_start(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Whether the body has been sent whole.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done_ns.load(Ordering::Relaxed) != u64::MAX
+    }
+
+    /// When the attempt's wait for the response head expires: `send` after
+    /// the last frame while the body is still going, `read` after its end.
+    pub(crate) fn deadline(&self, send: Duration, read: Duration) -> Instant {
+        match self.done_ns.load(Ordering::Relaxed) {
+            u64::MAX => {
+                self.start + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed)) + send
+            }
+            done => self.start + Duration::from_nanos(done) + read,
+        }
+    }
 }
+
+// === impl RequestBody ===
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -105,21 +197,37 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut *self {
-            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Streamed(body, progress) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(_))) => {
+                        progress
+                            .last_ns
+                            .store(progress.since_start(), Ordering::Relaxed);
+                    }
+                    Poll::Ready(None) => {
+                        progress
+                            .done_ns
+                            .store(progress.since_start(), Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                polled
+            }
             Self::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Streamed(body) => body.is_end_stream(),
+            Self::Streamed(body, _) => body.is_end_stream(),
             Self::Buffered(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Streamed(body) => body.size_hint(),
+            Self::Streamed(body, _) => body.size_hint(),
             Self::Buffered(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -2,7 +2,12 @@
 //! upstream's timeouts, retry on another endpoint where that is safe, and
 //! stream the response back.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -14,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
-    body::{ProxyBody, RequestBody},
+    body::{Progress, ProxyBody, RequestBody},
     error::ProxyError,
     hash::request_hash,
     headers::{add_forwarded, strip_hop_by_hop},
@@ -143,7 +148,7 @@ async fn forward(
     let mut attempt = 0;
     let clients = &upstream.clients;
     let client_pool = if h2 { &clients.h2c } else { &clients.http1 };
-    let timeout = cfg.timeout.send + cfg.timeout.read;
+    let mut progress = None;
     loop {
         let pick = state
             .balancer
@@ -173,7 +178,11 @@ async fn forward(
                 body = Some(Body::Buffered(b.clone()));
                 RequestBody::Buffered((!b.is_empty()).then_some(b))
             }
-            Some(Body::Streamed(s)) => RequestBody::Streamed(s),
+            Some(Body::Streamed(s)) => {
+                let p = Progress::new();
+                progress = Some(p.clone());
+                RequestBody::Streamed(s, p)
+            }
             None => unreachable!("a streamed body is never retried"),
         });
         *req.method_mut() = parts.method.clone();
@@ -199,7 +208,13 @@ async fn forward(
         let can_retry = body.is_some()
             && attempt < max_attempts
             && (cfg.retry_timeout.is_zero() || start.elapsed() < cfg.retry_timeout);
-        let result = tokio::time::timeout(timeout, client_pool.request(req)).await;
+        let result = response_head(
+            client_pool.request(req),
+            progress.as_deref(),
+            cfg.timeout.send,
+            cfg.timeout.read,
+        )
+        .await;
         let err = match result {
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
@@ -212,7 +227,7 @@ async fn forward(
                 strip_hop_by_hop(&mut rparts.headers);
                 return Ok(Response::from_parts(
                     rparts,
-                    ProxyBody::upstream(rbody, guard),
+                    ProxyBody::upstream(rbody, guard, cfg.timeout.read),
                 ));
             }
             Ok(Err(e)) if e.is_connect() => ProxyError::Connect {
@@ -223,7 +238,7 @@ async fn forward(
                 endpoint: endpoint.addr.to_string(),
                 source: Box::new(e),
             },
-            Err(_) => ProxyError::Timeout {
+            Err(timeout) => ProxyError::Timeout {
                 endpoint: endpoint.addr.to_string(),
                 timeout,
             },
@@ -233,6 +248,38 @@ async fn forward(
         tracing::debug!(upstream = %upstream.name, error = %err, attempt, retry, "attempt failed");
         if !retry {
             return Err(err);
+        }
+    }
+}
+
+/// Waits for the response head of one attempt. A buffered request must be
+/// answered within `send + read`; a streamed one may take as long as it keeps
+/// moving: `send` after its last frame, then `read` after its end. On expiry,
+/// says which limit ran out.
+async fn response_head<F: Future>(
+    fut: F,
+    progress: Option<&Progress>,
+    send: Duration,
+    read: Duration,
+) -> Result<F::Output, Duration> {
+    let Some(progress) = progress else {
+        return tokio::time::timeout(send + read, fut)
+            .await
+            .map_err(|_| send + read);
+    };
+    tokio::pin!(fut);
+    let sleep = tokio::time::sleep_until(progress.deadline(send, read).into());
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Ok(out),
+            () = &mut sleep => {
+                let deadline = progress.deadline(send, read);
+                if Instant::now() >= deadline {
+                    return Err(if progress.is_done() { read } else { send });
+                }
+                sleep.as_mut().reset(deadline.into());
+            }
         }
     }
 }

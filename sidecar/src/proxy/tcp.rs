@@ -1,5 +1,6 @@
 //! Plain TCP listeners: each connection is balanced over an upstream and
-//! copied both ways until either side closes.
+//! copied both ways until either side closes. On stop, open sessions get the
+//! drain deadline to finish.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,8 +21,12 @@ pub(crate) async fn serve_tcp(
     listener: TcpListener,
     upstream: Arc<ArcSwap<Upstream>>,
     mut stop: watch::Receiver<bool>,
+    drain: Duration,
 ) {
+    let mut sessions = tokio::task::JoinSet::new();
     loop {
+        // Reap finished sessions so the set holds only open ones.
+        while sessions.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => {
                 let (mut inbound, remote) = match accepted {
@@ -34,7 +39,7 @@ pub(crate) async fn serve_tcp(
                 };
                 let _ = inbound.set_nodelay(true);
                 let upstream = upstream.load_full();
-                tokio::spawn(async move {
+                sessions.spawn(async move {
                     let hash = match remote.ip() {
                         std::net::IpAddr::V4(ip) => crate::balance::hash_key(&ip.octets()),
                         std::net::IpAddr::V6(ip) => crate::balance::hash_key(&ip.octets()),
@@ -69,5 +74,14 @@ pub(crate) async fn serve_tcp(
             _ = stop.changed() => break,
         }
     }
-    tracing::info!(listener = %name, "TCP listener closed");
+    drop(listener);
+    tracing::info!(listener = %name, sessions = sessions.len(), "TCP listener closed; draining sessions");
+    let drained = tokio::time::timeout(drain, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(listener = %name, open = sessions.len(), "drain deadline passed; closing TCP sessions");
+        sessions.abort_all();
+    }
 }
