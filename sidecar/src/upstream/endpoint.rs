@@ -12,6 +12,8 @@ use std::{
     time::Instant,
 };
 
+use super::clock;
+
 /// One endpoint of an upstream, immutable for one version of the set.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -39,11 +41,11 @@ pub struct EndpointState {
     in_flight: AtomicU64,
     /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
     ewma_ns: AtomicU64,
-    /// When `ewma_ns` was last updated, in nanoseconds since `epoch`.
+    /// When `ewma_ns` was last updated, in nanoseconds since the process
+    /// epoch of [`clock`].
     ewma_stamp_ns: AtomicU64,
     /// Health as a [`Health`] discriminant.
     health: AtomicU8,
-    epoch: Instant,
 }
 
 /// Whether an endpoint may take new requests.
@@ -93,7 +95,6 @@ impl Default for EndpointState {
             ewma_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_stamp_ns: AtomicU64::new(0),
             health: AtomicU8::new(Health::Healthy as u8),
-            epoch: Instant::now(),
         }
     }
 }
@@ -137,32 +138,68 @@ impl EndpointState {
 
     /// The peak-EWMA latency in nanoseconds, decayed to `now`.
     pub fn ewma_ns(&self, now: Instant) -> f64 {
+        self.ewma_at(clock::ns_since_epoch(now))
+    }
+
+    /// [`Self::ewma_ns`] at `now_ns` on the load-accounting clock: what the
+    /// pick path calls, with one cheap clock reading for both candidates.
+    #[inline]
+    pub(crate) fn ewma_at(&self, now_ns: u64) -> f64 {
         let ewma = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
         let stamp = self.ewma_stamp_ns.load(Ordering::Relaxed);
-        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let elapsed = now_ns.saturating_sub(stamp) as f64;
         // Decay toward the neutral default while there are no samples, so a
         // once-slow endpoint gets probed again.
-        let w = (-elapsed / EWMA_DECAY_NS).exp();
+        let w = exp_neg(elapsed * (1.0 / EWMA_DECAY_NS));
         ewma * w + DEFAULT_RTT_NS * (1.0 - w)
     }
 
     /// Records a completed request's latency (peak-sensitive: a sample above
     /// the average replaces it at once; lower samples decay it).
     pub fn observe(&self, rtt_ns: f64, now: Instant) {
-        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let now_ns = clock::ns_since_epoch(now);
         let prev_stamp = self.ewma_stamp_ns.swap(now_ns, Ordering::Relaxed);
         let prev = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
         let next = if rtt_ns > prev {
             rtt_ns
         } else {
             let elapsed = now_ns.saturating_sub(prev_stamp) as f64;
-            let w = (-elapsed / EWMA_DECAY_NS).exp();
+            let w = exp_neg(elapsed * (1.0 / EWMA_DECAY_NS));
             prev * w + rtt_ns * (1.0 - w)
         };
         // Racing writers may lose a sample; the average stays meaningful.
         self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
     }
+}
+
+/// `e^-x` for `x >= 0`, to a relative error under 1e-6: several times cheaper
+/// than `f64::exp` and plenty for a decay weight. Splits `x·log2(e)` into
+/// an integer part (applied to the exponent bits) and a fraction (a short
+/// Taylor series over `[0, ln 2)`).
+#[inline]
+fn exp_neg(x: f64) -> f64 {
+    if x.is_nan() || x >= 700.0 {
+        return 0.0;
+    }
+    let x = x.max(0.0);
+    if x < 1.0 / 64.0 {
+        // The common case, an endpoint with recent samples: four terms are
+        // within x^4/24 < 1e-8 of the answer.
+        return 1.0 - x * (1.0 - x * (0.5 - x * (1.0 / 6.0)));
+    }
+    let t = x * std::f64::consts::LOG2_E;
+    let k = t as u64; // t >= 0: truncation is floor.
+    let y = (t - k as f64) * std::f64::consts::LN_2;
+    // e^-y for y in [0, ln 2): degree-8 Taylor, error below y^9/9! < 1e-7.
+    let p = 1.0
+        - y * (1.0
+            - y * (1.0 / 2.0
+                - y * (1.0 / 6.0
+                    - y * (1.0 / 24.0
+                        - y * (1.0 / 120.0
+                            - y * (1.0 / 720.0 - y * (1.0 / 5_040.0 - y / 40_320.0)))))));
+    // 2^-k as a double: k <= 1010 here, so the exponent stays normal.
+    p * f64::from_bits((1023 - k) << 52)
 }
 
 // === impl InFlight ===
@@ -192,5 +229,48 @@ impl Drop for InFlight {
     /// and its time so far counts as latency: a hanging endpoint looks slow.
     fn drop(&mut self) {
         self.complete(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_neg_matches_exp() {
+        let mut x = 0.0;
+        while x < 60.0 {
+            let (got, want) = (exp_neg(x), (-x).exp());
+            assert!((got - want).abs() <= 1e-6 * want, "e^-{x}: {got} vs {want}");
+            x += 0.001_7;
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(1e6), 0.0);
+        assert_eq!(exp_neg(f64::INFINITY), 0.0);
+        assert_eq!(exp_neg(f64::NAN), 0.0);
+        assert!(exp_neg(699.0) > 0.0);
+    }
+
+    #[test]
+    fn ewma_starts_neutral_and_decays_back_to_it() {
+        let state = EndpointState::default();
+        let now = Instant::now();
+        assert!((state.ewma_ns(now) - DEFAULT_RTT_NS).abs() < 1.0);
+
+        state.observe(50.0 * DEFAULT_RTT_NS, now);
+        assert!((state.ewma_ns(now) - 50.0 * DEFAULT_RTT_NS).abs() < 1.0);
+        let later = now + std::time::Duration::from_secs(60);
+        assert!(state.ewma_ns(later) < 1.2 * DEFAULT_RTT_NS);
+    }
+
+    #[test]
+    fn in_flight_counts_until_the_guard_ends() {
+        let state = Arc::new(EndpointState::default());
+        let a = state.begin();
+        let b = state.begin();
+        assert_eq!(state.in_flight(), 2);
+        a.finish();
+        drop(b);
+        assert_eq!(state.in_flight(), 0);
     }
 }
