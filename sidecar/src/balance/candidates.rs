@@ -48,6 +48,12 @@ impl<'a> Admit<'a> {
             healthy_only: false,
         }
     }
+
+    /// Whether this pass may pick `ep`, at index `global` of the slice.
+    #[inline]
+    fn admits(&self, global: usize, ep: &Endpoint) -> bool {
+        (!self.healthy_only || ep.is_available()) && !self.tried.contains(&global)
+    }
 }
 
 // === impl Candidates ===
@@ -91,8 +97,16 @@ impl<'a> Candidates<'a> {
     #[inline]
     pub(crate) fn admits(&self, local: usize) -> bool {
         let global = self.members[local] as usize;
-        (!self.admit.healthy_only || self.endpoints[global].is_available())
-            && !self.admit.tried.contains(&global)
+        self.admit.admits(global, &self.endpoints[global])
+    }
+
+    /// Member `local`'s endpoint if this pass may pick it: one lookup for
+    /// algorithms that go on to read its load.
+    #[inline]
+    fn admitted(&self, local: usize) -> Option<&'a Endpoint> {
+        let global = self.members[local] as usize;
+        let ep = &*self.endpoints[global];
+        self.admit.admits(global, ep).then_some(ep)
     }
 
     /// The first admitted member at or after `start`, wrapping around: the
@@ -102,30 +116,35 @@ impl<'a> Candidates<'a> {
         (start..n).chain(0..start).find(|&local| self.admits(local))
     }
 
-    /// The admitted member of lowest `cost`, by a scan; equal costs are
+    /// The admitted member of lowest `cost(local, endpoint)`, by a scan; equal costs are
     /// broken uniformly at random (reservoir sampling over the ties), so no
     /// member is favoured for its position. O(n).
     pub(crate) fn cheapest<C: PartialOrd>(
         &self,
         rng: &mut FastRng,
-        cost: impl Fn(usize) -> C,
+        cost: impl Fn(usize, &Endpoint) -> C,
     ) -> Option<usize> {
         let mut best: Option<(usize, C)> = None;
         let mut ties = 0;
         for local in 0..self.len() {
-            if !self.admits(local) {
+            let Some(ep) = self.admitted(local) else {
                 continue;
-            }
-            let c = cost(local);
-            match &best {
-                Some((_, b)) if c > *b => continue,
-                Some((_, b)) if c == *b => {
+            };
+            let c = cost(local, ep);
+            if let Some((_, b)) = &best {
+                if c > *b {
+                    continue;
+                }
+                if c == *b {
                     ties += 1;
                     if rng.below(ties) != 0 {
                         continue;
                     }
+                } else {
+                    ties = 1;
                 }
-                _ => ties = 1,
+            } else {
+                ties = 1;
             }
             best = Some((local, c));
         }
@@ -140,7 +159,7 @@ impl<'a> Candidates<'a> {
     pub(crate) fn p2c<C: PartialOrd>(
         &self,
         rng: &mut FastRng,
-        cost: impl Fn(usize) -> C,
+        cost: impl Fn(usize, &Endpoint) -> C,
     ) -> Option<usize> {
         let n = self.len();
         if n < 2 {
@@ -148,11 +167,13 @@ impl<'a> Candidates<'a> {
         }
         for _ in 0..P2C_ROUNDS {
             let (a, b) = rng.pair(n);
-            match (self.admits(a), self.admits(b)) {
-                (true, true) => return Some(if cost(b) < cost(a) { b } else { a }),
-                (true, false) => return Some(a),
-                (false, true) => return Some(b),
-                (false, false) => {}
+            match (self.admitted(a), self.admitted(b)) {
+                (Some(ea), Some(eb)) => {
+                    return Some(if cost(b, eb) < cost(a, ea) { b } else { a });
+                }
+                (Some(_), None) => return Some(a),
+                (None, Some(_)) => return Some(b),
+                (None, None) => {}
             }
         }
         self.cheapest(rng, cost)

@@ -13,30 +13,42 @@
 use super::{Select, candidates::Candidates, rng::FastRng};
 use crate::upstream::Endpoint;
 
-/// Largest group scanned exactly on every pick (≈1–2 ns per member).
-pub(crate) const SCAN_MAX: usize = 16;
+/// Largest group scanned exactly on every pick (a few ns per member).
+pub(crate) const SCAN_MAX: usize = 8;
 
-/// Weighted least-active-requests over one group (stateless: the counts live
-/// in the endpoints).
+/// Weighted least-active-requests over one group. The counts live in the
+/// endpoints; the group keeps only each member's `1 / weight`, so that a
+/// score is a multiply rather than a division.
 #[derive(Debug)]
-pub(crate) struct LeastConn;
+pub(crate) struct LeastConn {
+    inv_weight: Box<[f64]>,
+}
 
-/// Share of `ep`'s capacity in use with one more request.
+/// Share of a member's capacity in use with one more request.
 #[inline]
-pub(crate) fn score(ep: &Endpoint) -> f64 {
-    (ep.state.in_flight() as f64 + 1.0) / f64::from(ep.weight.max(1))
+fn score(ep: &Endpoint, inv_weight: f64) -> f64 {
+    (ep.state.in_flight() as f64 + 1.0) * inv_weight
+}
+
+/// `1 / weight` of each member of `cands`.
+pub(crate) fn inverse_weights(cands: &Candidates<'_>) -> Box<[f64]> {
+    (0..cands.len())
+        .map(|local| 1.0 / f64::from(cands.endpoint(local).weight.max(1)))
+        .collect()
 }
 
 // === impl LeastConn ===
 
 impl Select for LeastConn {
-    fn build(_cands: &Candidates<'_>, _rng: &mut FastRng) -> Self {
-        LeastConn
+    fn build(cands: &Candidates<'_>, _rng: &mut FastRng) -> Self {
+        LeastConn {
+            inv_weight: inverse_weights(cands),
+        }
     }
 
     #[inline]
     fn select(&self, cands: &Candidates<'_>, _hash: u64, rng: &mut FastRng) -> Option<usize> {
-        let score = |local| score(cands.endpoint(local));
+        let score = |local: usize, ep: &Endpoint| score(ep, self.inv_weight[local]);
         if cands.len() <= SCAN_MAX {
             cands.cheapest(rng, score)
         } else {
