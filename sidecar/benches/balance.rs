@@ -59,7 +59,10 @@ fn pick(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(kind.as_str(), n), |b| {
                 b.iter(|| {
                     key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    let ctx = PickCtx { hash: key, tried: &[] };
+                    let ctx = PickCtx {
+                        hash: key,
+                        tried: &[],
+                    };
                     black_box(balancer.pick(&eps, &ctx))
                 })
             });

@@ -1,7 +1,9 @@
 //! What an algorithm sees of a group during one pick: its members, their
 //! endpoints, and which of them this pass admits (healthy or not, tried or
-//! not). Algorithms work on local indexes (positions in the group) and never
-//! decide admission themselves, so the pass logic lives in one place.
+//! not). Algorithms address members by local index (position in the group)
+//! or, where it saves a lookup on the pick path, by global index (position in
+//! the endpoint slice); they never decide admission themselves, so the pass
+//! logic lives in one place. Every pick returns a global index.
 
 use std::sync::Arc;
 
@@ -96,7 +98,12 @@ impl<'a> Candidates<'a> {
     /// Whether this pass may pick member `local`.
     #[inline]
     pub(crate) fn admits(&self, local: usize) -> bool {
-        let global = self.members[local] as usize;
+        self.admits_global(self.members[local] as usize)
+    }
+
+    /// Whether this pass may pick the member at `global` in the slice.
+    #[inline]
+    pub(crate) fn admits_global(&self, global: usize) -> bool {
         self.admit.admits(global, &self.endpoints[global])
     }
 
@@ -109,14 +116,19 @@ impl<'a> Candidates<'a> {
         self.admit.admits(global, ep).then_some(ep)
     }
 
-    /// The first admitted member at or after `start`, wrapping around: the
-    /// fallback of every algorithm once its fast path found nothing. O(n).
+    /// The first admitted member at or after local index `start`, wrapping
+    /// around, as a global index: the fallback of the algorithms whose fast
+    /// path found nothing. O(n).
     pub(crate) fn first_admitted_from(&self, start: usize) -> Option<usize> {
         let n = self.len();
-        (start..n).chain(0..start).find(|&local| self.admits(local))
+        let local = (start..n)
+            .chain(0..start)
+            .find(|&local| self.admits(local))?;
+        Some(self.global(local))
     }
 
-    /// The admitted member of lowest `cost(local, endpoint)`, by a scan; equal costs are
+    /// The admitted member of lowest `cost(local, endpoint)` (as a global
+    /// index), by a scan; equal costs are
     /// broken uniformly at random (reservoir sampling over the ties), so no
     /// member is favoured for its position. O(n).
     pub(crate) fn cheapest<C: PartialOrd>(
@@ -148,11 +160,11 @@ impl<'a> Candidates<'a> {
             }
             best = Some((local, c));
         }
-        best.map(|(local, _)| local)
+        best.map(|(local, _)| self.global(local))
     }
 
     /// Power of two choices: of two distinct random admitted members, the one
-    /// of lower `cost` (the first drawn on a tie, which is random, so ties
+    /// (as a global index) of lower `cost` (the first drawn on a tie, which is random, so ties
     /// spread). If a few pairs find nothing admitted, the cheapest admitted
     /// member by a scan.
     #[inline]
@@ -163,16 +175,17 @@ impl<'a> Candidates<'a> {
     ) -> Option<usize> {
         let n = self.len();
         if n < 2 {
-            return (n == 1 && self.admits(0)).then_some(0);
+            return (n == 1 && self.admits(0)).then(|| self.global(0));
         }
         for _ in 0..P2C_ROUNDS {
             let (a, b) = rng.pair(n);
             match (self.admitted(a), self.admitted(b)) {
                 (Some(ea), Some(eb)) => {
-                    return Some(if cost(b, eb) < cost(a, ea) { b } else { a });
+                    let cheaper = if cost(b, eb) < cost(a, ea) { b } else { a };
+                    return Some(self.global(cheaper));
                 }
-                (Some(_), None) => return Some(a),
-                (None, Some(_)) => return Some(b),
+                (Some(_), None) => return Some(self.global(a)),
+                (None, Some(_)) => return Some(self.global(b)),
                 (None, None) => {}
             }
         }

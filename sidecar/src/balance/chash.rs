@@ -41,7 +41,7 @@ const MAX_WALK: usize = 128;
 pub(crate) struct Ring {
     /// Point positions, ascending.
     hashes: Box<[u32]>,
-    /// The local index owning each point.
+    /// The global index (into the endpoint slice) owning each point.
     owners: Box<[u32]>,
     /// `starts[b]`: the first point whose hash is at least `b << shift`;
     /// one more entry at the end holds the ring's length.
@@ -135,7 +135,10 @@ impl Select for Ring {
         let hashes: Box<[u32]> = packed.iter().map(|&p| (p >> 32) as u32).collect();
         let (starts, shift) = range_starts(&hashes);
         Ring {
-            owners: packed.iter().map(|&p| p as u32).collect(),
+            owners: packed
+                .iter()
+                .map(|&p| cands.global(p as u32 as usize) as u32)
+                .collect(),
             hashes,
             starts,
             shift,
@@ -158,7 +161,7 @@ impl Select for Ring {
                 pos = 0;
             }
             let owner = self.owners[pos] as usize;
-            if cands.admits(owner) {
+            if cands.admits_global(owner) {
                 return Some(owner);
             }
             pos += 1;

@@ -22,7 +22,7 @@ const MAX_PROBES: usize = 16;
 /// Smooth weighted round robin over one group.
 #[derive(Debug)]
 pub(crate) struct RoundRobin {
-    /// One cycle of local indexes.
+    /// One cycle, as global indexes (saving the member lookup per pick).
     cycle: Box<[u32]>,
     /// `u64::MAX / cycle.len() + 1`, so that `turn % len` is two multiplies
     /// (Lemire's fastmod) rather than a division on every pick.
@@ -45,7 +45,10 @@ impl Select for RoundRobin {
         let weights: Vec<u32> = (0..cands.len())
             .map(|local| cands.endpoint(local).weight)
             .collect();
-        let cycle: Box<[u32]> = smooth_cycle(&weights).into();
+        let cycle: Box<[u32]> = smooth_cycle(&weights)
+            .into_iter()
+            .map(|local| cands.global(local as usize) as u32)
+            .collect();
         // Start each version at a random place, so that sidecars started
         // together (or a set that just changed everywhere) do not all send
         // their first requests to the same endpoint.
@@ -66,14 +69,14 @@ impl Select for RoundRobin {
         }
         let turn = self.cursor.0.fetch_add(1, Ordering::Relaxed);
         let turn = fastmod(turn, self.magic, len);
-        let local = self.cycle[turn] as usize;
-        if cands.admits(local) {
-            return Some(local);
+        let global = self.cycle[turn] as usize;
+        if cands.admits_global(global) {
+            return Some(global);
         }
         for _ in 0..MAX_PROBES {
-            let local = self.cycle[rng.below(len)] as usize;
-            if cands.admits(local) {
-                return Some(local);
+            let global = self.cycle[rng.below(len)] as usize;
+            if cands.admits_global(global) {
+                return Some(global);
             }
         }
         cands.first_admitted_from(rng.below(cands.len()))
