@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::rng::FastRng;
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, EndpointState, Health};
 
 /// Random pairs drawn before power-of-two choices falls back to a scan: with
 /// half the group out, one pick in 64 scans.
@@ -21,6 +21,17 @@ pub(crate) struct Admit<'a> {
     tried: &'a [usize],
     /// Whether to require [`Endpoint::is_available`]; panic mode does not.
     healthy_only: bool,
+}
+
+/// What the load-aware algorithms keep per member: the live state one
+/// pointer away (instead of three: member list, endpoint slice, endpoint),
+/// and `1 / weight`, so that scoring multiplies instead of dividing.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// The member's live counters and health.
+    pub(crate) state: Arc<EndpointState>,
+    /// One over the member's weight (which is never 0 in a group).
+    pub(crate) inv_weight: f64,
 }
 
 /// A group as one pass of a pick sees it.
@@ -107,13 +118,26 @@ impl<'a> Candidates<'a> {
         self.admit.admits(global, &self.endpoints[global])
     }
 
-    /// Member `local`'s endpoint if this pass may pick it: one lookup for
-    /// algorithms that go on to read its load.
+    /// Whether this pass may pick member `local`, whose [`Loaded`] is `l`.
+    /// Members all have a non-zero weight (groups are built from those
+    /// only), so [`Endpoint::is_available`] comes down to the state's health.
     #[inline]
-    fn admitted(&self, local: usize) -> Option<&'a Endpoint> {
-        let global = self.members[local] as usize;
-        let ep = &*self.endpoints[global];
-        self.admit.admits(global, ep).then_some(ep)
+    fn admits_loaded(&self, local: usize, l: &Loaded) -> bool {
+        (!self.admit.healthy_only || l.state.health() == Health::Healthy)
+            && (self.admit.tried.is_empty() || !self.admit.tried.contains(&self.global(local)))
+    }
+
+    /// Each member's [`Loaded`], in member order.
+    pub(crate) fn loaded(&self) -> Box<[Loaded]> {
+        (0..self.len())
+            .map(|local| {
+                let ep = self.endpoint(local);
+                Loaded {
+                    state: ep.state.clone(),
+                    inv_weight: 1.0 / f64::from(ep.weight.max(1)),
+                }
+            })
+            .collect()
     }
 
     /// The first admitted member at or after local index `start`, wrapping
@@ -127,22 +151,24 @@ impl<'a> Candidates<'a> {
         Some(self.global(local))
     }
 
-    /// The admitted member of lowest `cost(local, endpoint)` (as a global
-    /// index), by a scan; equal costs are
-    /// broken uniformly at random (reservoir sampling over the ties), so no
-    /// member is favoured for its position. O(n).
+    /// The admitted member of lowest `cost` (as a global index), by a scan
+    /// of `loaded` (this group's, in member order); equal costs are broken
+    /// uniformly at random (reservoir sampling over the ties), so no member
+    /// is favoured for its position. O(n).
     pub(crate) fn cheapest<C: PartialOrd>(
         &self,
+        loaded: &[Loaded],
         rng: &mut FastRng,
-        cost: impl Fn(usize, &Endpoint) -> C,
+        cost: impl Fn(&Loaded) -> C,
     ) -> Option<usize> {
+        debug_assert_eq!(loaded.len(), self.len());
         let mut best: Option<(usize, C)> = None;
         let mut ties = 0;
-        for local in 0..self.len() {
-            let Some(ep) = self.admitted(local) else {
+        for (local, l) in loaded.iter().enumerate() {
+            if !self.admits_loaded(local, l) {
                 continue;
-            };
-            let c = cost(local, ep);
+            }
+            let c = cost(l);
             if let Some((_, b)) = &best {
                 if c > *b {
                     continue;
@@ -163,32 +189,37 @@ impl<'a> Candidates<'a> {
         best.map(|(local, _)| self.global(local))
     }
 
-    /// Power of two choices: of two distinct random admitted members, the one
-    /// (as a global index) of lower `cost` (the first drawn on a tie, which is random, so ties
-    /// spread). If a few pairs find nothing admitted, the cheapest admitted
+    /// Power of two choices over `loaded` (this group's, in member order):
+    /// of two distinct random admitted members, the one (as a global index)
+    /// of lower `cost`, the first drawn on a tie, which is random, so ties
+    /// spread. If a few pairs find nothing admitted, the cheapest admitted
     /// member by a scan.
     #[inline]
     pub(crate) fn p2c<C: PartialOrd>(
         &self,
+        loaded: &[Loaded],
         rng: &mut FastRng,
-        cost: impl Fn(usize, &Endpoint) -> C,
+        cost: impl Fn(&Loaded) -> C,
     ) -> Option<usize> {
-        let n = self.len();
+        debug_assert_eq!(loaded.len(), self.len());
+        let n = loaded.len();
         if n < 2 {
-            return (n == 1 && self.admits(0)).then(|| self.global(0));
+            let admitted = n == 1 && self.admits_loaded(0, &loaded[0]);
+            return admitted.then(|| self.global(0));
         }
         for _ in 0..P2C_ROUNDS {
             let (a, b) = rng.pair(n);
-            match (self.admitted(a), self.admitted(b)) {
-                (Some(ea), Some(eb)) => {
-                    let cheaper = if cost(b, eb) < cost(a, ea) { b } else { a };
+            let (la, lb) = (&loaded[a], &loaded[b]);
+            match (self.admits_loaded(a, la), self.admits_loaded(b, lb)) {
+                (true, true) => {
+                    let cheaper = if cost(lb) < cost(la) { b } else { a };
                     return Some(self.global(cheaper));
                 }
-                (Some(_), None) => return Some(self.global(a)),
-                (None, Some(_)) => return Some(self.global(b)),
-                (None, None) => {}
+                (true, false) => return Some(self.global(a)),
+                (false, true) => return Some(self.global(b)),
+                (false, false) => {}
             }
         }
-        self.cheapest(rng, cost)
+        self.cheapest(loaded, rng, cost)
     }
 }

@@ -16,22 +16,27 @@
 //! every pair it is drawn for until its first response sets a real figure,
 //! and while it has requests in flight its cost grows with them.
 
-use super::{Select, candidates::Candidates, least_conn::inverse_weights, rng::FastRng};
-use crate::upstream::{Endpoint, now_ns};
+use super::{
+    Select,
+    candidates::{Candidates, Loaded},
+    rng::FastRng,
+};
+use crate::upstream::now_ns;
 
 /// Peak-EWMA power-of-two-choices over one group. Load lives in the
-/// endpoints; the group keeps only each member's `1 / weight`.
+/// endpoints' states; the group keeps each member's state pointer and
+/// `1 / weight` in one compact array.
 #[derive(Debug)]
 pub(crate) struct PeakEwma {
-    inv_weight: Box<[f64]>,
+    loaded: Box<[Loaded]>,
 }
 
-/// Expected queued work on `ep` at `now_ns` (load-accounting clock), in
+/// Expected queued work on a member at `now_ns` (load-accounting clock), in
 /// nanoseconds per unit of weight.
 #[inline]
-fn cost(ep: &Endpoint, inv_weight: f64, now_ns: u64) -> f64 {
-    let pending = ep.state.in_flight() as f64 + 1.0;
-    ep.state.ewma_at(now_ns) * pending * inv_weight
+fn cost(l: &Loaded, now_ns: u64) -> f64 {
+    let pending = l.state.in_flight() as f64 + 1.0;
+    l.state.ewma_at(now_ns) * pending * l.inv_weight
 }
 
 // === impl PeakEwma ===
@@ -39,7 +44,7 @@ fn cost(ep: &Endpoint, inv_weight: f64, now_ns: u64) -> f64 {
 impl Select for PeakEwma {
     fn build(cands: &Candidates<'_>, _rng: &mut FastRng) -> Self {
         PeakEwma {
-            inv_weight: inverse_weights(cands),
+            loaded: cands.loaded(),
         }
     }
 
@@ -47,7 +52,7 @@ impl Select for PeakEwma {
     fn select(&self, cands: &Candidates<'_>, _hash: u64, rng: &mut FastRng) -> Option<usize> {
         // One (coarse, cheap) clock read per pick, shared by both candidates.
         let now = now_ns();
-        cands.p2c(rng, |local, ep| cost(ep, self.inv_weight[local], now))
+        cands.p2c(&self.loaded, rng, |l| cost(l, now))
     }
 }
 
@@ -59,7 +64,7 @@ mod tests {
         BalancerType,
         test_support::{counts, set_down, uniform, weighted},
     };
-    use super::cost;
+    use super::{Loaded, cost};
     use crate::upstream::now_ns;
 
     const EWMA: BalancerType = BalancerType::Ewma;
@@ -96,7 +101,11 @@ mod tests {
         let _busy: Vec<_> = (0..2).map(|_| eps[1].state.begin()).collect();
         // 3 pending over weight 4 is cheaper than 1 over weight 1.
         let now = now_ns();
-        assert!(cost(&eps[1], 0.25, now) < cost(&eps[0], 1.0, now));
+        let loaded = |i: usize, inv_weight| Loaded {
+            state: eps[i].state.clone(),
+            inv_weight,
+        };
+        assert!(cost(&loaded(1, 0.25), now) < cost(&loaded(0, 1.0), now));
         assert_eq!(counts(EWMA, &eps, 100), vec![0, 100]);
     }
 

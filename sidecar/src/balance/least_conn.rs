@@ -10,31 +10,27 @@
 //! request does): O(1), and within a small constant of the exact minimum's
 //! balance (see the benches for what a full scan would cost).
 
-use super::{Select, candidates::Candidates, rng::FastRng};
-use crate::upstream::Endpoint;
+use super::{
+    Select,
+    candidates::{Candidates, Loaded},
+    rng::FastRng,
+};
 
 /// Largest group scanned exactly on every pick (a few ns per member).
 pub(crate) const SCAN_MAX: usize = 8;
 
 /// Weighted least-active-requests over one group. The counts live in the
-/// endpoints; the group keeps only each member's `1 / weight`, so that a
-/// score is a multiply rather than a division.
+/// endpoints' states; the group keeps each member's state pointer and
+/// `1 / weight` in one compact array.
 #[derive(Debug)]
 pub(crate) struct LeastConn {
-    inv_weight: Box<[f64]>,
+    loaded: Box<[Loaded]>,
 }
 
 /// Share of a member's capacity in use with one more request.
 #[inline]
-fn score(ep: &Endpoint, inv_weight: f64) -> f64 {
-    (ep.state.in_flight() as f64 + 1.0) * inv_weight
-}
-
-/// `1 / weight` of each member of `cands`.
-pub(crate) fn inverse_weights(cands: &Candidates<'_>) -> Box<[f64]> {
-    (0..cands.len())
-        .map(|local| 1.0 / f64::from(cands.endpoint(local).weight.max(1)))
-        .collect()
+fn score(l: &Loaded) -> f64 {
+    (l.state.in_flight() as f64 + 1.0) * l.inv_weight
 }
 
 // === impl LeastConn ===
@@ -42,17 +38,16 @@ pub(crate) fn inverse_weights(cands: &Candidates<'_>) -> Box<[f64]> {
 impl Select for LeastConn {
     fn build(cands: &Candidates<'_>, _rng: &mut FastRng) -> Self {
         LeastConn {
-            inv_weight: inverse_weights(cands),
+            loaded: cands.loaded(),
         }
     }
 
     #[inline]
     fn select(&self, cands: &Candidates<'_>, _hash: u64, rng: &mut FastRng) -> Option<usize> {
-        let score = |local: usize, ep: &Endpoint| score(ep, self.inv_weight[local]);
         if cands.len() <= SCAN_MAX {
-            cands.cheapest(rng, score)
+            cands.cheapest(&self.loaded, rng, score)
         } else {
-            cands.p2c(rng, score)
+            cands.p2c(&self.loaded, rng, score)
         }
     }
 }
