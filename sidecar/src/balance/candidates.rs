@@ -1,12 +1,14 @@
 //! What an algorithm sees of a group during one pick: its members, their
 //! endpoints, and which of them this pass admits (healthy or not, tried or
-//! not). Algorithms work on local indexes (positions in the group) and never
-//! decide admission themselves, so the pass logic lives in one place.
+//! not). Algorithms address members by local index (position in the group)
+//! or, where it saves a lookup on the pick path, by global index (position in
+//! the endpoint slice); they never decide admission themselves, so the pass
+//! logic lives in one place. Every pick returns a global index.
 
 use std::sync::Arc;
 
 use super::rng::FastRng;
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, EndpointState, Health};
 
 /// Random pairs drawn before power-of-two choices falls back to a scan: with
 /// half the group out, one pick in 64 scans.
@@ -19,6 +21,17 @@ pub(crate) struct Admit<'a> {
     tried: &'a [usize],
     /// Whether to require [`Endpoint::is_available`]; panic mode does not.
     healthy_only: bool,
+}
+
+/// What the load-aware algorithms keep per member: the live state one
+/// pointer away (instead of three: member list, endpoint slice, endpoint),
+/// and `1 / weight`, so that scoring multiplies instead of dividing.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// The member's live counters and health.
+    pub(crate) state: Arc<EndpointState>,
+    /// One over the member's weight (which is never 0 in a group).
+    pub(crate) inv_weight: f64,
 }
 
 /// A group as one pass of a pick sees it.
@@ -47,6 +60,12 @@ impl<'a> Admit<'a> {
             tried,
             healthy_only: false,
         }
+    }
+
+    /// Whether this pass may pick `ep`, at index `global` of the slice.
+    #[inline]
+    fn admits(&self, global: usize, ep: &Endpoint) -> bool {
+        (!self.healthy_only || ep.is_available()) && !self.tried.contains(&global)
     }
 }
 
@@ -90,71 +109,117 @@ impl<'a> Candidates<'a> {
     /// Whether this pass may pick member `local`.
     #[inline]
     pub(crate) fn admits(&self, local: usize) -> bool {
-        let global = self.members[local] as usize;
-        (!self.admit.healthy_only || self.endpoints[global].is_available())
-            && !self.admit.tried.contains(&global)
+        self.admits_global(self.members[local] as usize)
     }
 
-    /// The first admitted member at or after `start`, wrapping around: the
-    /// fallback of every algorithm once its fast path found nothing. O(n).
+    /// Whether this pass may pick the member at `global` in the slice.
+    #[inline]
+    pub(crate) fn admits_global(&self, global: usize) -> bool {
+        self.admit.admits(global, &self.endpoints[global])
+    }
+
+    /// Whether this pass may pick member `local`, whose [`Loaded`] is `l`.
+    /// Members all have a non-zero weight (groups are built from those
+    /// only), so [`Endpoint::is_available`] comes down to the state's health.
+    #[inline]
+    fn admits_loaded(&self, local: usize, l: &Loaded) -> bool {
+        (!self.admit.healthy_only || l.state.health() == Health::Healthy)
+            && (self.admit.tried.is_empty() || !self.admit.tried.contains(&self.global(local)))
+    }
+
+    /// Each member's [`Loaded`], in member order.
+    pub(crate) fn loaded(&self) -> Box<[Loaded]> {
+        (0..self.len())
+            .map(|local| {
+                let ep = self.endpoint(local);
+                Loaded {
+                    state: ep.state.clone(),
+                    inv_weight: 1.0 / f64::from(ep.weight.max(1)),
+                }
+            })
+            .collect()
+    }
+
+    /// The first admitted member at or after local index `start`, wrapping
+    /// around, as a global index: the fallback of the algorithms whose fast
+    /// path found nothing. O(n).
     pub(crate) fn first_admitted_from(&self, start: usize) -> Option<usize> {
         let n = self.len();
-        (start..n).chain(0..start).find(|&local| self.admits(local))
+        let local = (start..n)
+            .chain(0..start)
+            .find(|&local| self.admits(local))?;
+        Some(self.global(local))
     }
 
-    /// The admitted member of lowest `cost`, by a scan; equal costs are
-    /// broken uniformly at random (reservoir sampling over the ties), so no
-    /// member is favoured for its position. O(n).
+    /// The admitted member of lowest `cost` (as a global index), by a scan
+    /// of `loaded` (this group's, in member order); equal costs are broken
+    /// uniformly at random (reservoir sampling over the ties), so no member
+    /// is favoured for its position. O(n).
     pub(crate) fn cheapest<C: PartialOrd>(
         &self,
+        loaded: &[Loaded],
         rng: &mut FastRng,
-        cost: impl Fn(usize) -> C,
+        cost: impl Fn(&Loaded) -> C,
     ) -> Option<usize> {
+        debug_assert_eq!(loaded.len(), self.len());
         let mut best: Option<(usize, C)> = None;
         let mut ties = 0;
-        for local in 0..self.len() {
-            if !self.admits(local) {
+        for (local, l) in loaded.iter().enumerate() {
+            if !self.admits_loaded(local, l) {
                 continue;
             }
-            let c = cost(local);
-            match &best {
-                Some((_, b)) if c > *b => continue,
-                Some((_, b)) if c == *b => {
+            let c = cost(l);
+            if let Some((_, b)) = &best {
+                if c > *b {
+                    continue;
+                }
+                if c == *b {
                     ties += 1;
                     if rng.below(ties) != 0 {
                         continue;
                     }
+                } else {
+                    ties = 1;
                 }
-                _ => ties = 1,
+            } else {
+                ties = 1;
             }
             best = Some((local, c));
         }
-        best.map(|(local, _)| local)
+        best.map(|(local, _)| self.global(local))
     }
 
-    /// Power of two choices: of two distinct random admitted members, the one
-    /// of lower `cost` (the first drawn on a tie, which is random, so ties
-    /// spread). If a few pairs find nothing admitted, the cheapest admitted
+    /// Power of two choices over `loaded` (this group's, in member order):
+    /// of two distinct random admitted members, the one (as a global index)
+    /// of lower `cost`, the first drawn on a tie, which is random, so ties
+    /// spread. If a few pairs find nothing admitted, the cheapest admitted
     /// member by a scan.
     #[inline]
     pub(crate) fn p2c<C: PartialOrd>(
         &self,
+        loaded: &[Loaded],
         rng: &mut FastRng,
-        cost: impl Fn(usize) -> C,
+        cost: impl Fn(&Loaded) -> C,
     ) -> Option<usize> {
-        let n = self.len();
+        debug_assert_eq!(loaded.len(), self.len());
+        let n = loaded.len();
         if n < 2 {
-            return (n == 1 && self.admits(0)).then_some(0);
+            let admitted = n == 1 && self.admits_loaded(0, &loaded[0]);
+            return admitted.then(|| self.global(0));
         }
         for _ in 0..P2C_ROUNDS {
             let (a, b) = rng.pair(n);
-            match (self.admits(a), self.admits(b)) {
-                (true, true) => return Some(if cost(b) < cost(a) { b } else { a }),
-                (true, false) => return Some(a),
-                (false, true) => return Some(b),
+            let (la, lb) = (&loaded[a], &loaded[b]);
+            match (self.admits_loaded(a, la), self.admits_loaded(b, lb)) {
+                (true, true) => {
+                    let cheaper = if cost(lb) < cost(la) { b } else { a };
+                    return Some(self.global(cheaper));
+                }
+                (true, false) => return Some(self.global(a)),
+                (false, true) => return Some(self.global(b)),
                 (false, false) => {}
             }
         }
-        self.cheapest(rng, cost)
+        self.cheapest(loaded, rng, cost)
     }
 }

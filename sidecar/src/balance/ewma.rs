@@ -8,7 +8,7 @@
 //! O(1) and stops every sidecar from piling onto the same "best" endpoint
 //! between two load updates.
 //!
-//! The algorithm keeps no state of its own: latency and in-flight counts live
+//! The algorithm keeps no load of its own: latency and in-flight counts live
 //! in each endpoint's [`EndpointState`](crate::upstream::EndpointState),
 //! which outlives endpoint-set versions. A new endpoint starts at the neutral
 //! [`DEFAULT_RTT_NS`](crate::upstream::DEFAULT_RTT_NS): even when that makes
@@ -16,35 +16,43 @@
 //! every pair it is drawn for until its first response sets a real figure,
 //! and while it has requests in flight its cost grows with them.
 
-use std::time::Instant;
+use super::{
+    Select,
+    candidates::{Candidates, Loaded},
+    rng::FastRng,
+};
+use crate::upstream::now_ns;
 
-use super::{Select, candidates::Candidates, rng::FastRng};
-use crate::upstream::Endpoint;
-
-/// Peak-EWMA power-of-two-choices over one group (stateless: load lives in
-/// the endpoints).
+/// Peak-EWMA power-of-two-choices over one group. Load lives in the
+/// endpoints' states; the group keeps each member's state pointer and
+/// `1 / weight` in one compact array.
 #[derive(Debug)]
-pub(crate) struct PeakEwma;
+pub(crate) struct PeakEwma {
+    loaded: Box<[Loaded]>,
+}
 
-/// Expected queued work on `ep`, in weighted nanoseconds.
+/// Expected queued work on a member at `now_ns` (load-accounting clock), in
+/// nanoseconds per unit of weight.
 #[inline]
-pub(crate) fn cost(ep: &Endpoint, now: Instant) -> f64 {
-    let pending = ep.state.in_flight() as f64 + 1.0;
-    ep.state.ewma_ns(now) * pending / f64::from(ep.weight.max(1))
+fn cost(l: &Loaded, now_ns: u64) -> f64 {
+    let pending = l.state.in_flight() as f64 + 1.0;
+    l.state.ewma_at(now_ns) * pending * l.inv_weight
 }
 
 // === impl PeakEwma ===
 
 impl Select for PeakEwma {
-    fn build(_cands: &Candidates<'_>, _rng: &mut FastRng) -> Self {
-        PeakEwma
+    fn build(cands: &Candidates<'_>, _rng: &mut FastRng) -> Self {
+        PeakEwma {
+            loaded: cands.loaded(),
+        }
     }
 
     #[inline]
     fn select(&self, cands: &Candidates<'_>, _hash: u64, rng: &mut FastRng) -> Option<usize> {
-        // One clock read per pick, shared by both candidates.
-        let now = Instant::now();
-        cands.p2c(rng, |local| cost(cands.endpoint(local), now))
+        // One (coarse, cheap) clock read per pick, shared by both candidates.
+        let now = now_ns();
+        cands.p2c(&self.loaded, rng, |l| cost(l, now))
     }
 }
 
@@ -56,7 +64,8 @@ mod tests {
         BalancerType,
         test_support::{counts, set_down, uniform, weighted},
     };
-    use super::cost;
+    use super::{Loaded, cost};
+    use crate::upstream::now_ns;
 
     const EWMA: BalancerType = BalancerType::Ewma;
     const MS: f64 = 1_000_000.0;
@@ -89,10 +98,14 @@ mod tests {
     #[test]
     fn weight_divides_cost() {
         let eps = weighted(&[1, 4]);
-        let now = Instant::now();
         let _busy: Vec<_> = (0..2).map(|_| eps[1].state.begin()).collect();
         // 3 pending over weight 4 is cheaper than 1 over weight 1.
-        assert!(cost(&eps[1], now) < cost(&eps[0], now));
+        let now = now_ns();
+        let loaded = |i: usize, inv_weight| Loaded {
+            state: eps[i].state.clone(),
+            inv_weight,
+        };
+        assert!(cost(&loaded(1, 0.25), now) < cost(&loaded(0, 1.0), now));
         assert_eq!(counts(EWMA, &eps, 100), vec![0, 100]);
     }
 

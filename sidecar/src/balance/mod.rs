@@ -105,8 +105,8 @@ pub struct Balancer {
 /// The endpoints of one priority and the algorithm that picks among them.
 struct Group {
     priority: i32,
-    /// Indexes into the endpoint slice; the selector works on positions in
-    /// this list ("local" indexes).
+    /// Indexes into the endpoint slice ("global"); positions in this list
+    /// are "local" indexes.
     members: Box<[u32]>,
     selector: Selector,
 }
@@ -129,8 +129,9 @@ trait Select: Sized {
     /// Builds the algorithm's state for a group (off the request path).
     fn build(cands: &Candidates<'_>, rng: &mut FastRng) -> Self;
 
-    /// Picks a member that `cands` admits, as a local index, or `None` when
-    /// it admits none. `hash` is the request key (only `chash` reads it).
+    /// Picks a member that `cands` admits, as an index into the endpoint
+    /// slice, or `None` when it admits none. `hash` is the request key (only
+    /// `chash` reads it).
     fn select(&self, cands: &Candidates<'_>, hash: u64, rng: &mut FastRng) -> Option<usize>;
 }
 
@@ -185,6 +186,7 @@ impl Balancer {
         rng::with_thread_rng(|rng| Self::build_with(kind, endpoints, rng))
     }
 
+    /// [`Self::build`] with a given generator (tests seed it).
     pub(crate) fn build_with(
         kind: BalancerType,
         endpoints: &[Arc<Endpoint>],
@@ -227,6 +229,7 @@ impl Balancer {
         rng::with_thread_rng(|rng| self.pick_with(endpoints, ctx, rng))
     }
 
+    /// [`Self::pick`] with a given generator (tests seed it).
     pub(crate) fn pick_with(
         &self,
         endpoints: &[Arc<Endpoint>],
@@ -323,12 +326,11 @@ impl Group {
         rng: &mut FastRng,
     ) -> Option<usize> {
         let cands = Candidates::new(&self.members, endpoints, admit);
-        let local = match &self.selector {
+        match &self.selector {
             Selector::RoundRobin(s) => s.select(&cands, hash, rng),
             Selector::Chash(s) => s.select(&cands, hash, rng),
             Selector::Ewma(s) => s.select(&cands, hash, rng),
             Selector::LeastConn(s) => s.select(&cands, hash, rng),
-        }?;
-        Some(cands.global(local))
+        }
     }
 }

@@ -14,15 +14,22 @@ pub(crate) struct FastRng {
 }
 
 thread_local! {
-    /// Each thread's generator state, seeded once from the OS on first use.
-    static THREAD_STATE: Cell<u64> = Cell::new(rand::random());
+    /// Each thread's generator state; 0 until seeded from the OS on first
+    /// use. A `const` initialiser makes every access a plain TLS load, with
+    /// no lazy-initialisation check.
+    static THREAD_STATE: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Runs `f` with the calling thread's generator and saves its state after.
 #[inline]
 pub(crate) fn with_thread_rng<R>(f: impl FnOnce(&mut FastRng) -> R) -> R {
     THREAD_STATE.with(|cell| {
-        let mut rng = FastRng { state: cell.get() };
+        let mut state = cell.get();
+        if state == 0 {
+            // `| 1`: a seed of 0 would look unseeded next time.
+            state = rand::random::<u64>() | 1;
+        }
+        let mut rng = FastRng { state };
         let out = f(&mut rng);
         cell.set(rng.state);
         out

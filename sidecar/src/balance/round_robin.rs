@@ -11,7 +11,7 @@
 //! cycle.) After [`MAX_PROBES`] misses most of the group is out, and a scan
 //! of the members answers instead (O(n), degraded mode only).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{Select, candidates::Candidates, rng::FastRng, sequence::smooth_cycle};
 
@@ -22,17 +22,21 @@ const MAX_PROBES: usize = 16;
 /// Smooth weighted round robin over one group.
 #[derive(Debug)]
 pub(crate) struct RoundRobin {
-    /// One cycle of local indexes.
+    /// One cycle, as global indexes (saving the member lookup per pick).
     cycle: Box<[u32]>,
+    /// `u64::MAX / cycle.len() + 1`, so that `turn % len` is two multiplies
+    /// (Lemire's fastmod) rather than a division on every pick.
+    magic: u64,
     cursor: Cursor,
 }
 
-/// The shared position in the cycle, alone on its cache line so that every
-/// pick's increment does not evict the read-only fields next to it from the
-/// other cores' caches.
+/// The shared count of turns, alone on its cache line so that every pick's
+/// increment does not evict the read-only fields next to it from the other
+/// cores' caches. 32 bits: wrapping around skips part of one cycle once
+/// every four billion picks.
 #[derive(Debug)]
 #[repr(align(64))]
-struct Cursor(AtomicU64);
+struct Cursor(AtomicU32);
 
 // === impl RoundRobin ===
 
@@ -41,14 +45,19 @@ impl Select for RoundRobin {
         let weights: Vec<u32> = (0..cands.len())
             .map(|local| cands.endpoint(local).weight)
             .collect();
-        let cycle: Box<[u32]> = smooth_cycle(&weights).into();
+        let cycle: Box<[u32]> = smooth_cycle(&weights)
+            .into_iter()
+            .map(|local| cands.global(local as usize) as u32)
+            .collect();
         // Start each version at a random place, so that sidecars started
         // together (or a set that just changed everywhere) do not all send
         // their first requests to the same endpoint.
-        let start = rng.below(cycle.len().max(1)) as u64;
+        let len = cycle.len().max(1) as u64;
+        let start = rng.below(len as usize) as u32;
         Self {
             cycle,
-            cursor: Cursor(AtomicU64::new(start)),
+            magic: (u64::MAX / len).wrapping_add(1),
+            cursor: Cursor(AtomicU32::new(start)),
         }
     }
 
@@ -58,19 +67,28 @@ impl Select for RoundRobin {
         if len == 0 {
             return None;
         }
-        let turn = (self.cursor.0.fetch_add(1, Ordering::Relaxed) % len as u64) as usize;
-        let local = self.cycle[turn] as usize;
-        if cands.admits(local) {
-            return Some(local);
+        let turn = self.cursor.0.fetch_add(1, Ordering::Relaxed);
+        let turn = fastmod(turn, self.magic, len);
+        let global = self.cycle[turn] as usize;
+        if cands.admits_global(global) {
+            return Some(global);
         }
         for _ in 0..MAX_PROBES {
-            let local = self.cycle[rng.below(len)] as usize;
-            if cands.admits(local) {
-                return Some(local);
+            let global = self.cycle[rng.below(len)] as usize;
+            if cands.admits_global(global) {
+                return Some(global);
             }
         }
         cands.first_admitted_from(rng.below(cands.len()))
     }
+}
+
+/// `a % n` for `magic = u64::MAX / n + 1` (Lemire, Kaser and Kurz, "Faster
+/// remainder by direct computation", 2019): exact for 32-bit `a` and `n`.
+#[inline]
+fn fastmod(a: u32, magic: u64, n: usize) -> usize {
+    let low = magic.wrapping_mul(u64::from(a));
+    ((u128::from(low) * n as u128) >> 64) as usize
 }
 
 #[cfg(test)]
@@ -83,6 +101,14 @@ mod tests {
     use proptest::prelude::*;
 
     const RR: BalancerType = BalancerType::RoundRobin;
+
+    proptest! {
+        #[test]
+        fn fastmod_is_remainder(a: u32, n in 1usize..=1 << 20) {
+            let magic = (u64::MAX / n as u64).wrapping_add(1);
+            prop_assert_eq!(super::fastmod(a, magic, n), a as usize % n);
+        }
+    }
 
     fn gcd(a: u32, b: u32) -> u32 {
         if b == 0 { a } else { gcd(b, a % b) }

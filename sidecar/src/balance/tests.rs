@@ -194,3 +194,10 @@ fn type_names_are_apisix_names() {
     assert_eq!(BalancerType::default(), BalancerType::RoundRobin);
     assert!("random".parse::<BalancerType>().is_err());
 }
+
+/// The proxy shares one balancer across its runtime's threads.
+#[test]
+fn balancers_are_send_and_sync() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Balancer>();
+}

@@ -2,6 +2,7 @@
 //! by address, with a balancer built off the request path and swapped in
 //! atomically when a source changes.
 
+mod clock;
 mod endpoint;
 mod merge;
 
@@ -13,6 +14,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 use tokio::task::AbortHandle;
+
+pub(crate) use self::clock::now_ns;
 
 pub use self::endpoint::{
     DEFAULT_RTT_NS, EWMA_DECAY_NS, Endpoint, EndpointState, Health, InFlight,
