@@ -35,14 +35,16 @@ fn endpoints(n: usize) -> (Vec<Arc<Endpoint>>, Vec<InFlight>) {
             let state = Arc::new(EndpointState::default());
             state.observe(1e6 + (i % 7) as f64 * 3e5, now);
             load.extend((0..i % 4).map(|_| state.begin()));
+            let addr = SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i as u32), 8080));
             Arc::new(Endpoint {
                 id: format!("svc-{i}").into(),
-                addr: SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i as u32), 8080)),
+                addr,
                 weight: 1 + (i % 5) as u32,
                 priority: 0,
                 zone: "".into(),
                 source: "bench".into(),
                 state,
+                authority: Endpoint::authority_of(addr),
             })
         })
         .collect();
