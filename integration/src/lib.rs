@@ -9,6 +9,7 @@
 
 mod conformance;
 mod endpoint_file;
+pub mod health_support;
 mod metrics;
 mod process;
 mod subscriber;
