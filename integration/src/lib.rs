@@ -11,6 +11,7 @@
 mod backend;
 mod conformance;
 mod endpoint_file;
+pub mod health_support;
 mod http;
 mod metrics;
 mod process;

@@ -11,7 +11,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::{app::App, upstream::Health};
+use crate::{
+    app::App,
+    health::{Counters, health_name, passive_name},
+    upstream::{Endpoint, Upstream},
+};
 
 /// Serves the admin API on `listener` until the task is dropped.
 pub async fn serve_admin(listener: TcpListener, app: Arc<App>) {
@@ -103,11 +107,8 @@ fn upstreams(app: &App) -> Response<Full<Bytes>> {
                         "priority": e.priority,
                         "zone": &*e.zone,
                         "source": &*e.source,
-                        "health": match e.state.health() {
-                            Health::Healthy => "healthy",
-                            Health::Unhealthy => "unhealthy",
-                            Health::Draining => "draining",
-                        },
+                        "health": health_name(e.state.health()),
+                        "checks": checks(u, e),
                         "available": e.is_available(),
                         "in_flight": e.state.in_flight(),
                         "ewma_ms": e.state.ewma_ns(now) / 1e6,
@@ -119,6 +120,11 @@ fn upstreams(app: &App) -> Response<Full<Bytes>> {
                 "type": format!("{:?}", u.balancer_type()),
                 "generation": state.generation,
                 "ready": u.is_ready(),
+                "panic": {
+                    "active": u.panic.is_active(),
+                    "episodes": u.panic.episodes(),
+                    "requests": u.panic.picks(),
+                },
                 "sources": state.sources,
                 "endpoints": endpoints,
             })
@@ -132,6 +138,42 @@ fn upstreams(app: &App) -> Response<Full<Bytes>> {
         "application/json".parse().expect("static header value"),
     );
     r
+}
+
+/// Each verdict of an endpoint apart, with the checks' counters; `null`
+/// for a check the upstream does not run.
+fn checks(u: &Upstream, e: &Endpoint) -> serde_json::Value {
+    let cell = e.state.verdicts();
+    let counters = |c: Counters| {
+        json!({
+            "successes": c.successes,
+            "http_failures": c.http_failures,
+            "tcp_failures": c.tcp_failures,
+            "timeouts": c.timeouts,
+        })
+    };
+    let cfg = u.cfg.checks.as_ref();
+    let active = cfg.and_then(|c| c.active.as_ref()).map(|_| {
+        json!({
+            "verdict": if cell.active_down() { "unhealthy" } else { "healthy" },
+            "consecutive": counters(cell.active_counters()),
+        })
+    });
+    let passive = cfg.and_then(|c| c.passive.as_ref()).map(|_| {
+        json!({
+            "verdict": passive_name(cell.passive()),
+            "consecutive": counters(cell.passive_counters()),
+            "ejections": cell.ejections(),
+            "ejected_for_ms": cell.ejected_until().map(|t| {
+                t.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64
+            }),
+        })
+    });
+    json!({
+        "registry": health_name(cell.registry()),
+        "active": active,
+        "passive": passive,
+    })
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

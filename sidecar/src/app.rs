@@ -184,7 +184,18 @@ impl App {
             old.stop();
         }
         running.listeners = next;
-        running.upstreams = upstreams;
+        // Replaced upstreams stop following discovery and checking health
+        // now, even while requests in flight still hold them.
+        let old = std::mem::replace(&mut running.upstreams, upstreams);
+        for (name, up) in old {
+            if !running
+                .upstreams
+                .get(&name)
+                .is_some_and(|now| Arc::ptr_eq(now, &up))
+            {
+                up.retire();
+            }
+        }
 
         let mut ups: Vec<_> = running.upstreams.values().cloned().collect();
         ups.sort_by(|a, b| a.name.cmp(&b.name));

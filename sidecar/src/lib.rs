@@ -8,6 +8,7 @@ mod app;
 pub mod balance;
 pub mod config;
 mod discovery;
+mod health;
 mod logging;
 mod proxy;
 pub mod upstream;

@@ -10,18 +10,32 @@
 //! - `/headers`: the request's headers, one per line
 //! - `/upload`: reads the whole body and answers with its length in bytes
 //! - `/echo`: streams the request body back
+//! - `/health`: answers the health status (`--health-status`, default 200)
+//! - `/set-health/<code>`: sets the health status
+//! - `grpc.health.v1.Health` (over h2c): `SERVING` while the health status
+//!   is 2xx, `NOT_SERVING` otherwise
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
 use tokio::net::TcpListener;
+use tonic::codegen::Service;
+use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// A demo HTTP backend.
 #[derive(Parser, Debug)]
@@ -32,22 +46,50 @@ struct Args {
     /// Name to answer with.
     #[arg(long, default_value = "backend")]
     name: String,
+    /// The status `/health` answers at start.
+    #[arg(long, default_value_t = 200)]
+    health_status: u16,
 }
 
-type Body = BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What every connection shares.
+struct Backend {
+    name: Arc<str>,
+    health: AtomicU16,
+    reporter: HealthReporter,
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = TcpListener::bind(args.listen).await?;
     println!("listening http={}", listener.local_addr()?);
-    let name: Arc<str> = args.name.into();
+    let (reporter, grpc_health) = tonic_health::server::health_reporter();
+    let backend = Arc::new(Backend {
+        name: args.name.into(),
+        health: AtomicU16::new(0),
+        reporter,
+    });
+    set_health(&backend, args.health_status).await;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let name = name.clone();
+        let backend = backend.clone();
+        let grpc_health = grpc_health.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, name.clone()));
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let backend = backend.clone();
+                let mut grpc_health = grpc_health.clone();
+                async move {
+                    if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+                        let resp = grpc_health.call(req).await?;
+                        return Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+                    }
+                    handle(req, &backend).await
+                }
+            });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -55,7 +97,18 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn handle(req: Request<Incoming>, name: Arc<str>) -> Result<Response<Body>, Infallible> {
+async fn set_health(backend: &Backend, status: u16) {
+    backend.health.store(status, Ordering::Relaxed);
+    let serving = if (200..300).contains(&status) {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    backend.reporter.set_service_status("", serving).await;
+}
+
+async fn handle(req: Request<Incoming>, backend: &Backend) -> Result<Response<Body>, Infallible> {
+    let name = &backend.name;
     let path = req.uri().path().to_string();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let resp = match (parts.next().unwrap_or(""), parts.next()) {
@@ -86,7 +139,19 @@ async fn handle(req: Request<Incoming>, name: Arc<str>) -> Result<Response<Body>
             }
             text(StatusCode::OK, format!("{n}\n"))
         }
-        ("echo", None) => Response::new(req.into_body().boxed()),
+        ("echo", None) => Response::new(req.into_body().map_err(BoxError::from).boxed_unsync()),
+        ("health", None) => {
+            let code = backend.health.load(Ordering::Relaxed);
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            text(code, format!("{name} health {}\n", code.as_u16()))
+        }
+        ("set-health", Some(code)) => match code.parse::<u16>() {
+            Ok(c) if StatusCode::from_u16(c).is_ok() => {
+                set_health(backend, c).await;
+                text(StatusCode::OK, format!("{name} health set to {c}\n"))
+            }
+            _ => text(StatusCode::BAD_REQUEST, format!("bad status {code:?}\n")),
+        },
         _ => text(StatusCode::OK, format!("hello from {name}\n")),
     };
     let mut resp = resp;
@@ -100,7 +165,7 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *r.status_mut() = status;
     r

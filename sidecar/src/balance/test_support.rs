@@ -44,7 +44,7 @@ pub(super) fn set_down(eps: &[Arc<Endpoint>], i: usize, down: bool) {
     } else {
         Health::Healthy
     };
-    eps[i].state.set_health(health);
+    eps[i].state.set_registry_health(health);
 }
 
 /// Picks `n` times with no key and nothing tried; counts picks per endpoint.

@@ -39,7 +39,7 @@ fn empty_and_all_zero_weight_sets_pick_nothing() {
         assert_eq!(pick(kind, &eps, 1, &[]), None, "{kind}");
         // Not even in panic mode.
         eps.iter()
-            .for_each(|e| _ = e.state.set_health(Health::Unhealthy));
+            .for_each(|e| _ = e.state.set_registry_health(Health::Unhealthy));
         assert_eq!(pick(kind, &eps, 1, &[]), None, "{kind}");
     }
 }
@@ -52,7 +52,7 @@ fn weight_zero_is_never_picked() {
         assert_eq!(c[0] + c[2] + c[4], 0, "{kind}: {c:?}");
         // Nor in panic mode.
         eps.iter()
-            .for_each(|e| _ = e.state.set_health(Health::Unhealthy));
+            .for_each(|e| _ = e.state.set_registry_health(Health::Unhealthy));
         let c = counts(kind, &eps, 3_000);
         assert_eq!(c[0] + c[2] + c[4], 0, "{kind}: {c:?}");
     }
@@ -170,7 +170,7 @@ fn tried_is_honoured_in_panic_mode() {
 fn draining_endpoints_take_no_new_requests() {
     for kind in KINDS {
         let eps = uniform(2);
-        eps[0].state.set_health(Health::Draining);
+        eps[0].state.set_registry_health(Health::Draining);
         assert_eq!(counts(kind, &eps, 200), vec![0, 200], "{kind}");
     }
 }

@@ -1,10 +1,11 @@
 //! Health checks, APISIX's `checks`: every field of `checks.active` and
 //! `checks.passive`, with APISIX's defaults and bounds (its `schema_def.lua`).
 //!
-//! As in APISIX, passive checks need active ones: traffic alone can mark an
-//! endpoint unhealthy, but only a probe brings it back. We add a `grpc`
-//! active probe (`grpc.health.v1`); `https` is refused until the sidecar
-//! has upstream TLS.
+//! APISIX requires active checks with passive ones, since traffic alone
+//! cannot show that an ejected endpoint recovered. We also take passive
+//! checks alone: an ejection then ends after a time that backs off (see
+//! `health/passive.rs`). We add a `grpc` active probe (`grpc.health.v1`);
+//! `https` is refused until the sidecar has upstream TLS.
 
 use std::time::Duration;
 
@@ -13,12 +14,14 @@ use serde::Deserialize;
 
 use super::de::{self as helpers, U32_MAX};
 
-/// Health checks for an upstream's endpoints.
+/// Health checks for an upstream's endpoints: active, passive or both.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checks {
-    /// Probes sent to every endpoint. Required when `checks` is given.
-    pub active: ActiveCheck,
+    /// Probes sent to every endpoint. Default none; `checks` needs this,
+    /// `passive` or both.
+    #[serde(default)]
+    pub active: Option<ActiveCheck>,
     /// Health judged from live traffic. Default none.
     #[serde(default)]
     pub passive: Option<PassiveCheck>,
@@ -285,7 +288,7 @@ mod tests {
     #[test]
     fn apisix_defaults() {
         let c: Checks = serde_saphyr::from_str("active: {}\npassive: {}\n").expect("parses");
-        let a = &c.active;
+        let a = c.active.as_ref().expect("active");
         assert_eq!(a.r#type, ActiveCheckType::Http);
         assert_eq!((a.timeout, a.concurrency), (Duration::from_secs(1), 10));
         assert_eq!((a.http_method.as_str(), a.http_path.as_str()), ("GET", "/"));
@@ -318,15 +321,21 @@ mod tests {
                     http_method: HEAD\n  http_path: /health\n  http_req_body: x\n  \
                     https_verify_certificate: false\n  req_headers: [\"User-Agent: probe\"]\n";
         let c: Checks = serde_saphyr::from_str(yaml).expect("parses");
-        assert_eq!(c.active.r#type, ActiveCheckType::Grpc);
-        assert_eq!(c.active.port, Some(9000));
-        assert_eq!(c.active.req_headers[0].1, "probe");
+        let a = c.active.expect("active");
+        assert_eq!(a.r#type, ActiveCheckType::Grpc);
+        assert_eq!(a.port, Some(9000));
+        assert_eq!(a.req_headers[0].1, "probe");
+    }
+
+    #[test]
+    fn passive_alone_parses() {
+        let c: Checks = serde_saphyr::from_str("passive: {}").expect("parses");
+        assert_eq!((c.active, c.passive), (None, Some(PassiveCheck::default())));
     }
 
     #[test]
     fn refusals() {
         for bad in [
-            "passive: {}",
             "active: {type: https}",
             "active: {healthy: {successes: 0}}",
             "active: {unhealthy: {http_failures: 255}}",

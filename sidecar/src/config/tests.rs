@@ -131,7 +131,7 @@ fn example_upstreams() {
     assert_eq!(web.keepalive_pool, KeepalivePool::default());
 
     let checks = web.checks.as_ref().expect("checks");
-    let active = &checks.active;
+    let active = checks.active.as_ref().expect("active");
     assert_eq!(
         (active.r#type, active.http_path.as_str()),
         (ActiveCheckType::Http, "/health")

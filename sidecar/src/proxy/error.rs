@@ -3,6 +3,8 @@
 
 use http::StatusCode;
 
+use crate::health::Attempt;
+
 /// Why the proxy could not get a response from an upstream.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
@@ -44,6 +46,17 @@ impl ProxyError {
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// What an attempt on an endpoint came to, for passive health checks;
+    /// `None` for errors that are not the endpoint's doing.
+    pub(crate) fn attempt(&self) -> Option<Attempt> {
+        match self {
+            Self::Connect { .. } => Some(Attempt::ConnectFailed),
+            Self::Timeout { .. } => Some(Attempt::TimedOut),
+            Self::Upstream { .. } => Some(Attempt::Failed),
+            Self::NoRoute | Self::NoEndpoint(_) | Self::BadRequest(_) => None,
         }
     }
 

@@ -28,6 +28,7 @@ use super::{
 use crate::{
     balance::{BalancerType, PickCtx},
     config::{PassHost, UpstreamProtocol},
+    health::Attempt,
     upstream::Upstream,
 };
 
@@ -161,7 +162,7 @@ async fn forward(
             )
             .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.to_string()))?;
         if pick.panic {
-            tracing::debug!(upstream = %upstream.name, "every endpoint unavailable: panic mode");
+            upstream.panic.count_pick();
         }
         let endpoint = &state.endpoints[pick.index];
         tried[attempt] = pick.index;
@@ -218,6 +219,7 @@ async fn forward(
         let err = match result {
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
+                upstream.record(endpoint, Attempt::Status(status));
                 if can_retry && idempotent && cfg.retry_on_status.contains(&status) {
                     tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr, status, attempt, "retrying on status");
                     drop(guard);
@@ -244,6 +246,9 @@ async fn forward(
             },
         };
         drop(guard);
+        if let Some(attempt) = err.attempt() {
+            upstream.record(endpoint, attempt);
+        }
         let retry = can_retry && (err.is_retryable() || idempotent);
         tracing::debug!(upstream = %upstream.name, error = %err, attempt, retry, "attempt failed");
         if !retry {

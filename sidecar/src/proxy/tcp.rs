@@ -10,7 +10,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{balance::PickCtx, upstream::Upstream};
+use crate::{balance::PickCtx, health::Attempt, upstream::Upstream};
 
 /// Most endpoints tried for one connection.
 const MAX_CONNECT_ATTEMPTS: usize = 8;
@@ -51,12 +51,16 @@ pub(crate) async fn serve_tcp(
                             tracing::warn!(upstream = %upstream.name, "no endpoint for TCP connection");
                             return;
                         };
+                        if pick.panic {
+                            upstream.panic.count_pick();
+                        }
                         tried[attempt] = pick.index;
                         let endpoint = &state.endpoints[pick.index];
                         let guard = endpoint.state.begin();
                         let connect = tokio::time::timeout(upstream.cfg.timeout.connect, TcpStream::connect(endpoint.addr)).await;
                         match connect {
                             Ok(Ok(mut outbound)) => {
+                                upstream.record(endpoint, Attempt::Connected);
                                 let _ = outbound.set_nodelay(true);
                                 if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
                                     tracing::debug!(client = %remote, endpoint = %endpoint.addr, error = %e, "TCP session ended");
@@ -64,8 +68,14 @@ pub(crate) async fn serve_tcp(
                                 guard.finish();
                                 return;
                             }
-                            Ok(Err(e)) => tracing::debug!(endpoint = %endpoint.addr, error = %e, "TCP connect failed; trying another endpoint"),
-                            Err(_) => tracing::debug!(endpoint = %endpoint.addr, "TCP connect timed out; trying another endpoint"),
+                            Ok(Err(e)) => {
+                                upstream.record(endpoint, Attempt::ConnectFailed);
+                                tracing::debug!(endpoint = %endpoint.addr, error = %e, "TCP connect failed; trying another endpoint");
+                            }
+                            Err(_) => {
+                                upstream.record(endpoint, Attempt::TimedOut);
+                                tracing::debug!(endpoint = %endpoint.addr, "TCP connect timed out; trying another endpoint");
+                            }
                         }
                     }
                     tracing::warn!(upstream = %upstream.name, client = %remote, "no endpoint accepted the TCP connection");

@@ -1,18 +1,19 @@
 //! An upstream endpoint as the request path sees it: its identity, address
 //! and weight (fixed for one endpoint-set version) and its live state (load
-//! counters and health), which is shared across versions by endpoint id so
+//! counters and health), which is shared across versions by address so
 //! that a weight change or a re-subscribe keeps counters and health.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Instant,
 };
 
 use super::clock;
+use crate::health::HealthCell;
 
 /// One endpoint of an upstream, immutable for one version of the set.
 #[derive(Debug)]
@@ -47,8 +48,8 @@ pub struct EndpointState {
     /// When `ewma_ns` was last updated, in nanoseconds since the process
     /// epoch of [`clock`].
     ewma_stamp_ns: AtomicU64,
-    /// Health as a [`Health`] discriminant.
-    health: AtomicU8,
+    /// The registry's, the active and the passive verdicts.
+    verdicts: HealthCell,
 }
 
 /// Whether an endpoint may take new requests.
@@ -57,7 +58,7 @@ pub struct EndpointState {
 pub enum Health {
     /// Takes traffic.
     Healthy = 0,
-    /// Takes no traffic (registry, active or passive checks said so).
+    /// Takes no traffic (the registry, active or passive checks say so).
     Unhealthy = 1,
     /// Takes no new requests; requests in flight finish.
     Draining = 2,
@@ -104,7 +105,7 @@ impl Default for EndpointState {
             in_flight: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_stamp_ns: AtomicU64::new(0),
-            health: AtomicU8::new(Health::Healthy as u8),
+            verdicts: HealthCell::default(),
         }
     }
 }
@@ -116,23 +117,23 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The current health.
+    /// The current health, combining the registry's view and the active
+    /// and passive checks' verdicts: draining if the registry says so,
+    /// unhealthy if any says so, healthy otherwise. One relaxed load.
     #[inline]
     pub fn health(&self) -> Health {
-        match self.health.load(Ordering::Relaxed) {
-            0 => Health::Healthy,
-            2 => Health::Draining,
-            _ => Health::Unhealthy,
-        }
+        self.verdicts.health()
     }
 
-    /// Sets the health; returns the previous value.
-    pub fn set_health(&self, h: Health) -> Health {
-        match self.health.swap(h as u8, Ordering::Relaxed) {
-            0 => Health::Healthy,
-            2 => Health::Draining,
-            _ => Health::Unhealthy,
-        }
+    /// Sets the registry's view of the endpoint; returns the previous one.
+    /// The checks' verdicts are kept apart and still count.
+    pub fn set_registry_health(&self, h: Health) -> Health {
+        self.verdicts.set_registry(h)
+    }
+
+    /// Each verdict apart, and the checks' counters.
+    pub(crate) fn verdicts(&self) -> &HealthCell {
+        &self.verdicts
     }
 
     /// Starts counting a request; the returned guard ends it.

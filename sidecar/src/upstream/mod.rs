@@ -1,10 +1,13 @@
 //! Upstreams: endpoint sets fed by static nodes and discovery sources, merged
 //! by address, with a balancer built off the request path and swapped in
-//! atomically when a source changes.
+//! atomically when a source changes, and the health checks that follow the
+//! set.
 
 mod clock;
 mod endpoint;
 mod merge;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::HashMap,
@@ -13,7 +16,10 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use tokio::task::AbortHandle;
+use tokio::{
+    sync::{Notify, watch},
+    task::AbortHandle,
+};
 
 pub(crate) use self::clock::now_ns;
 
@@ -25,6 +31,10 @@ use crate::{
     balance::{Balancer, BalancerType},
     config,
     discovery::{Discovery, Source, SourceKey},
+    health::{
+        ActivePlan, Attempt, CheckerPlan, PanicState, PassivePolicy, health_name, log_change,
+        spawn_checker,
+    },
     proxy::UpstreamClients,
 };
 
@@ -42,7 +52,16 @@ pub struct Upstream {
     pub(crate) clients: UpstreamClients,
     /// `upstream_host` as a header value, for `pass_host: rewrite`.
     pub(crate) host_header: Option<http::HeaderValue>,
-    updater: Mutex<Option<AbortHandle>>,
+    /// Passive checks, counted by the proxy on each attempt.
+    passive: Option<PassivePolicy>,
+    /// Panic mode: whether every endpoint is unavailable, and counts.
+    pub(crate) panic: PanicState,
+    /// Bumped with each new set, for the health checker.
+    set_version: watch::Sender<u64>,
+    /// Wakes the health checker when a passive ejection starts.
+    wake: Arc<Notify>,
+    /// The source follower and the health checker.
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
 /// One version of an upstream's endpoints and balancer; immutable.
@@ -83,9 +102,18 @@ impl Upstream {
                 .map_err(|e| format!("upstream {:?}: {e}", cfg.name))?;
             sources.push((source, s.priority));
         }
+        let checks = cfg.checks.as_ref();
+        let active = checks.and_then(|c| c.active.as_ref());
+        let passive = checks.and_then(|c| c.passive.as_ref());
+        let active_plan = active
+            .map(ActivePlan::new)
+            .transpose()
+            .map_err(|e| format!("upstream {:?}: checks.active.{e}", cfg.name))?
+            .map(Arc::new);
         let live = previous
             .map(|p| p.live.lock().expect("live map lock poisoned").clone())
             .unwrap_or_default();
+        clear_removed_checks(&cfg.name, &live, active.is_none(), passive.is_none());
         let up = Arc::new(Self {
             name: cfg.name.as_str().into(),
             cfg: cfg.clone(),
@@ -101,7 +129,11 @@ impl Upstream {
                 .upstream_host
                 .as_deref()
                 .and_then(|h| http::HeaderValue::from_str(h).ok()),
-            updater: Mutex::new(None),
+            passive: passive.map(|p| PassivePolicy::new(p, active.is_some())),
+            panic: PanicState::default(),
+            set_version: watch::Sender::new(0),
+            wake: Arc::new(Notify::new()),
+            tasks: Mutex::new(Vec::new()),
         });
         let mut merger = merge::Merger::new(statics, sources);
         up.rebuild(merger.merge().await);
@@ -113,7 +145,19 @@ impl Upstream {
                 up.rebuild(merged);
             }
         });
-        *up.updater.lock().expect("updater lock poisoned") = Some(task.abort_handle());
+        let mut tasks = vec![task.abort_handle()];
+        if checks.is_some() {
+            let plan = CheckerPlan {
+                active: active_plan,
+                revive: up
+                    .passive
+                    .as_ref()
+                    .is_some_and(|p| p.ejection_ends_by_time()),
+            };
+            let set = up.set_version.subscribe();
+            tasks.push(spawn_checker(&up, plan, set, up.wake.clone()));
+        }
+        *up.tasks.lock().expect("tasks lock poisoned") = tasks;
         Ok(up)
     }
 
@@ -139,18 +183,51 @@ impl Upstream {
         self.cfg.r#type
     }
 
+    /// Counts one proxied attempt on `endpoint` for the passive checks.
+    /// Lock-free and allocation-free unless the endpoint's verdict changes.
+    #[inline]
+    pub(crate) fn record(&self, endpoint: &Endpoint, attempt: Attempt) {
+        if let Some(passive) = &self.passive
+            && let Some(change) = passive.record(&self.name, endpoint, attempt)
+        {
+            if matches!(
+                change,
+                crate::health::PassiveChange::Ejected { lasts: Some(_), .. }
+            ) {
+                self.wake.notify_one();
+            }
+            self.refresh_panic();
+        }
+    }
+
+    /// Looks for an entry into or exit from panic mode after a change.
+    pub(crate) fn refresh_panic(&self) {
+        self.panic.refresh(&self.name, &self.state.load().endpoints);
+    }
+
+    /// Stops following sources and checking health: a reload replaced the
+    /// upstream. Requests still holding it finish on its last set.
+    pub(crate) fn retire(&self) {
+        for task in self.tasks.lock().expect("tasks lock poisoned").drain(..) {
+            task.abort();
+        }
+    }
+
     /// Swaps in a new set, reusing live state by address.
     fn rebuild(&self, merged: merge::Merged) {
         let mut live = self.live.lock().expect("live map lock poisoned");
         let mut next_live = HashMap::with_capacity(merged.endpoints.len());
+        let mut registry_changes = Vec::new();
         let endpoints: Vec<Arc<Endpoint>> = merged
             .endpoints
             .into_iter()
             .map(|c| {
-                let state = live.remove(&c.addr).unwrap_or_default();
-                state.set_health(c.registry_health);
+                let known = live.remove(&c.addr);
+                let seen = known.is_some();
+                let state = known.unwrap_or_default();
+                let before = state.set_registry_health(c.registry_health);
                 next_live.insert(c.addr, state.clone());
-                Arc::new(Endpoint {
+                let e = Arc::new(Endpoint {
                     id: c.id,
                     addr: c.addr,
                     weight: c.weight,
@@ -159,7 +236,11 @@ impl Upstream {
                     source: c.source,
                     state,
                     authority: Endpoint::authority_of(c.addr),
-                })
+                });
+                if seen && before != c.registry_health {
+                    registry_changes.push((e.clone(), before));
+                }
+                e
             })
             .collect();
         *live = next_live;
@@ -172,19 +253,56 @@ impl Upstream {
             endpoints = endpoints.len(),
             "endpoint set updated"
         );
+        for (e, before) in registry_changes {
+            let now = e.state.verdicts().registry();
+            let reason = "the registry says so";
+            let health = e.state.health();
+            log_change(
+                &self.name,
+                &e,
+                "registry",
+                health_name(before),
+                health_name(now),
+                reason,
+                health,
+            );
+        }
         self.state.store(Arc::new(UpstreamState {
             generation,
             endpoints,
             balancer,
             sources: merged.sources,
         }));
+        self.set_version.send_replace(generation);
+        self.refresh_panic();
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if let Some(task) = self.updater.lock().map(|mut u| u.take()).ok().flatten() {
-            task.abort();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.drain(..).for_each(|t| t.abort());
+        }
+    }
+}
+
+/// Clears the verdicts of checks that a reload removed from an upstream,
+/// so that an endpoint is not held down by a check that no longer runs.
+fn clear_removed_checks(
+    upstream: &str,
+    live: &HashMap<SocketAddr, Arc<EndpointState>>,
+    active: bool,
+    passive: bool,
+) {
+    for (addr, state) in live {
+        let cell = state.verdicts();
+        if (active && cell.reset_active()) | (passive && cell.reset_passive()) {
+            tracing::info!(
+                upstream,
+                endpoint = %addr,
+                health = health_name(state.health()),
+                "health checks removed by reload: their verdicts no longer count"
+            );
         }
     }
 }

@@ -113,10 +113,10 @@ const CASES: &[(&str, &str, u64, &str)] = &[
         "not supported yet",
     ),
     (
-        "+    checks:\n      passive: {}\n",
+        "+    checks: {}\n",
         "upstreams[0].checks",
-        9,
-        "missing field `active`",
+        8,
+        "needs `active`, `passive` or both",
     ),
     (
         "+    checks:\n      active:\n        healthy: {successes: 0}\n",

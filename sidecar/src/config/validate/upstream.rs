@@ -132,24 +132,27 @@ impl Validator<'_> {
     }
 
     fn checks(&mut self, path: &str, checks: &Checks) {
-        let active = &checks.active;
-        if !active.http_path.starts_with('/') {
-            let msg = format!("`{}` does not start with `/`", active.http_path);
-            self.issue(format!("{path}.active.http_path"), msg);
+        let mut lists = Vec::new();
+        if let Some(active) = &checks.active {
+            if !active.http_path.starts_with('/') {
+                let msg = format!("`{}` does not start with `/`", active.http_path);
+                self.issue(format!("{path}.active.http_path"), msg);
+            }
+            if let Some(host) = &active.host
+                && !is_host(host)
+            {
+                let msg = format!("`{}` is not a host name or address", host.escape_debug());
+                self.issue(format!("{path}.active.host"), msg);
+            }
+            lists.push(("active.healthy", &active.healthy.http_statuses));
+            lists.push(("active.unhealthy", &active.unhealthy.http_statuses));
         }
-        if let Some(host) = &active.host
-            && !is_host(host)
-        {
-            let msg = format!("`{}` is not a host name or address", host.escape_debug());
-            self.issue(format!("{path}.active.host"), msg);
-        }
-        let mut lists = vec![
-            ("active.healthy", &active.healthy.http_statuses),
-            ("active.unhealthy", &active.unhealthy.http_statuses),
-        ];
         if let Some(passive) = &checks.passive {
             lists.push(("passive.healthy", &passive.healthy.http_statuses));
             lists.push(("passive.unhealthy", &passive.unhealthy.http_statuses));
+        }
+        if checks.active.is_none() && checks.passive.is_none() {
+            self.issue(path, "needs `active`, `passive` or both");
         }
         for (at, statuses) in lists {
             if statuses.is_empty() {
