@@ -33,8 +33,15 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend named `name` on a port the OS chooses.
     pub async fn start(name: &str) -> Result<Self> {
+        Self::start_with(name, &[]).await
+    }
+
+    /// Starts a demo backend named `name` with extra flags (for example
+    /// `["--delay-ms", "20"]`).
+    pub async fn start_with(name: &str, args: &[&str]) -> Result<Self> {
         let mut cmd = Command::new(workspace_binary("demo-backend")?);
-        cmd.args(["--name", name, "--listen", "127.0.0.1:0"]);
+        cmd.args(["--name", name, "--listen", "127.0.0.1:0"])
+            .args(args);
         let mut process = Process::spawn(&format!("demo-backend {name}"), cmd)?;
         let line = process.next_line(START_TIMEOUT).await?;
         let addr = line

@@ -49,6 +49,10 @@ struct Args {
     /// The status `/health` answers at start.
     #[arg(long, default_value_t = 200)]
     health_status: u16,
+    /// Extra latency added to every answer but `/health`, in milliseconds
+    /// (to make one backend slower than another).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,6 +63,7 @@ struct Backend {
     name: Arc<str>,
     health: AtomicU16,
     reporter: HealthReporter,
+    delay: Duration,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -71,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         name: args.name.into(),
         health: AtomicU16::new(0),
         reporter,
+        delay: Duration::from_millis(args.delay_ms),
     });
     set_health(&backend, args.health_status).await;
     loop {
@@ -110,6 +116,9 @@ async fn set_health(backend: &Backend, status: u16) {
 async fn handle(req: Request<Incoming>, backend: &Backend) -> Result<Response<Body>, Infallible> {
     let name = &backend.name;
     let path = req.uri().path().to_string();
+    if !backend.delay.is_zero() && path != "/health" {
+        tokio::time::sleep(backend.delay).await;
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let resp = match (parts.next().unwrap_or(""), parts.next()) {
         ("delay", Some(ms)) => {
