@@ -2,22 +2,19 @@
 //! a temporary directory, always replaced atomically (written beside, then
 //! renamed), and a [`RegistryControl`] that edits it.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    sync::Mutex,
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, sync::Mutex};
+
+use anyhow::Result;
+
+use crate::{
+    conformance::{RegistryControl, TestEndpoint},
+    temp_file::TempFile,
 };
-
-use anyhow::{Context, Result};
-
-use crate::conformance::{RegistryControl, TestEndpoint};
 
 /// An endpoint file in its own temporary directory.
 #[derive(Debug)]
 pub struct EndpointFile {
-    dir: tempfile::TempDir,
-    path: PathBuf,
+    file: TempFile,
 }
 
 /// A [`RegistryControl`] over an [`EndpointFile`]: every change rewrites the
@@ -35,29 +32,19 @@ pub struct FileControl {
 impl EndpointFile {
     /// A new directory holding `endpoints.yaml` with `text`.
     pub fn new(text: &str) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("tributary-endpoints-")
-            .tempdir()
-            .context("cannot create a temporary directory")?;
-        let path = dir.path().join("endpoints.yaml");
-        let file = Self { dir, path };
-        file.write(text)?;
-        Ok(file)
+        Ok(Self {
+            file: TempFile::new("tributary-endpoints-", "endpoints.yaml", text)?,
+        })
     }
 
     /// The file's path, for `discovery-file --file`.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Replaces the file's content atomically.
     pub fn write(&self, text: &str) -> Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())
-            .context("cannot create a file beside the endpoint file")?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        tmp.persist(&self.path)
-            .with_context(|| format!("cannot rename onto {}", self.path.display()))?;
-        Ok(())
+        self.file.write(text)
     }
 }
 

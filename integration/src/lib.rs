@@ -17,6 +17,7 @@ mod metrics;
 mod process;
 mod sidecar;
 mod subscriber;
+mod temp_file;
 
 pub use self::{
     backend::{Backend, closed_port, service_file},

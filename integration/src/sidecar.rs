@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::{
     http::{HttpClient, Reply},
     process::{Process, workspace_binary},
+    temp_file::TempFile,
 };
 
 /// How long a sidecar gets to print its `listening` line.
@@ -33,8 +34,7 @@ const POLL: Duration = Duration::from_millis(25);
 /// A sidecar config file in its own temporary directory, replaced atomically.
 #[derive(Debug)]
 pub struct ConfigFile {
-    dir: tempfile::TempDir,
-    path: PathBuf,
+    file: TempFile,
 }
 
 /// A running sidecar, stopped when dropped.
@@ -52,29 +52,19 @@ pub struct Sidecar {
 impl ConfigFile {
     /// A new directory holding `sidecar.yaml` with `text`.
     pub fn new(text: &str) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("tributary-sidecar-")
-            .tempdir()
-            .context("cannot create a temporary directory")?;
-        let path = dir.path().join("sidecar.yaml");
-        let file = Self { dir, path };
-        file.write(text)?;
-        Ok(file)
+        Ok(Self {
+            file: TempFile::new("tributary-sidecar-", "sidecar.yaml", text)?,
+        })
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Replaces the file's content atomically.
     pub fn write(&self, text: &str) -> Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())
-            .context("cannot create a file beside the config file")?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes())?;
-        tmp.persist(&self.path)
-            .with_context(|| format!("cannot rename onto {}", self.path.display()))?;
-        Ok(())
+        self.file.write(text)
     }
 
     /// Starts `sidecar --config FILE` with `args` and returns at once, for a
@@ -82,7 +72,7 @@ impl ConfigFile {
     pub fn spawn(&self, args: &[&str]) -> Result<Process> {
         let mut cmd = Command::new(workspace_binary("sidecar")?);
         cmd.arg("--config")
-            .arg(&self.path)
+            .arg(self.file.path())
             .args(args)
             // Plain log lines in the standard error file.
             .env("NO_COLOR", "1")
