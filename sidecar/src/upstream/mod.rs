@@ -108,7 +108,6 @@ impl Upstream {
         let live = previous
             .map(|p| p.live.lock().expect("live map lock poisoned").clone())
             .unwrap_or_default();
-        clear_removed_checks(&cfg.name, &live, active.is_none(), passive.is_none());
         let up = Arc::new(Self {
             name: cfg.name.as_str().into(),
             cfg: cfg.clone(),
@@ -196,12 +195,26 @@ impl Upstream {
         self.panic.refresh(&self.name, &self.state.load().endpoints);
     }
 
-    /// Stops following sources and checking health: a reload replaced the
-    /// upstream. Requests still holding it finish on its last set.
+    /// Stops following sources and checking health: a reload replaced or
+    /// removed the upstream. Requests still holding it finish on its last set.
     pub(crate) fn retire(&self) {
         for task in self.tasks.lock().expect("tasks lock poisoned").drain(..) {
             task.abort();
         }
+    }
+
+    /// Takes over from `previous`, the upstream this one replaces (started
+    /// with it): retires it, then clears the verdicts of checks that this
+    /// config no longer runs, so that nothing holds an endpoint down that
+    /// nothing would bring back. After the retirement, so that the old
+    /// checker cannot set a verdict again.
+    pub(crate) fn take_over(&self, previous: &Upstream) {
+        previous.retire();
+        let checks = self.cfg.checks.as_ref();
+        let no_active = checks.and_then(|c| c.active.as_ref()).is_none();
+        let no_passive = checks.and_then(|c| c.passive.as_ref()).is_none();
+        let live = self.live.lock().expect("live map lock poisoned");
+        clear_removed_checks(&self.name, &live, no_active, no_passive);
     }
 
     /// Swaps in a new set, reusing live state by address.

@@ -140,7 +140,7 @@ async fn a_reload_keeps_verdicts_and_clears_those_of_removed_checks() {
     let second = Upstream::start(cfg, &discovery, Some(&first))
         .await
         .expect("upstream");
-    first.retire();
+    second.take_over(&first);
     assert!(Arc::ptr_eq(&second.state().endpoints[1].state, &b_state));
     assert_eq!(b_state.health(), Health::Unhealthy);
     assert!(second.panic.episodes() == 0, "a is still available");
@@ -149,6 +149,6 @@ async fn a_reload_keeps_verdicts_and_clears_those_of_removed_checks() {
     let third = Upstream::start(upstream_cfg(&[a, b], ""), &discovery, Some(&second))
         .await
         .expect("upstream");
-    second.retire();
+    third.take_over(&second);
     assert_eq!(third.state().endpoints[1].state.health(), Health::Healthy);
 }
