@@ -41,7 +41,7 @@ use std::sync::{
 
 pub(crate) use self::{
     active::ActivePlan,
-    cell::{HealthCell, PassiveChange},
+    cell::{HealthCell, Passive, PassiveChange},
     checker::{CheckerPlan, spawn as spawn_checker},
     hysteresis::Counters,
     passive::{Attempt, PassivePolicy, passive_name},

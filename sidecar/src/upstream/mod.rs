@@ -29,8 +29,8 @@ use crate::{
     config,
     discovery::{Discovery, Source, SourceKey},
     health::{
-        ActivePlan, Attempt, CheckerPlan, PanicState, PassivePolicy, health_name, log_change,
-        spawn_checker,
+        ActivePlan, Attempt, CheckerPlan, PanicState, Passive, PassivePolicy, health_name,
+        log_change, spawn_checker,
     },
     proxy::UpstreamClients,
 };
@@ -290,7 +290,8 @@ impl Drop for Upstream {
 }
 
 /// Clears the verdicts of checks that a reload removed from an upstream,
-/// so that an endpoint is not held down by a check that no longer runs.
+/// so that an endpoint is not held down by a check that no longer runs. A
+/// passive ejection waiting for active probes that are gone goes too.
 fn clear_removed_checks(
     upstream: &str,
     live: &HashMap<SocketAddr, Arc<EndpointState>>,
@@ -299,7 +300,9 @@ fn clear_removed_checks(
 ) {
     for (addr, state) in live {
         let cell = state.verdicts();
-        if (active && cell.reset_active()) | (passive && cell.reset_passive()) {
+        let stranded =
+            active && cell.passive() == Passive::Ejected && cell.ejected_until().is_none();
+        if (active && cell.reset_active()) | ((passive || stranded) && cell.reset_passive()) {
             tracing::info!(
                 upstream,
                 endpoint = %addr,
