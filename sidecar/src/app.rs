@@ -184,16 +184,14 @@ impl App {
             old.stop();
         }
         running.listeners = next;
-        // Replaced upstreams stop following discovery and checking health
-        // now, even while requests in flight still hold them.
+        // Replaced and removed upstreams stop following discovery and
+        // checking health now, even while requests in flight still hold them.
         let old = std::mem::replace(&mut running.upstreams, upstreams);
         for (name, up) in old {
-            if !running
-                .upstreams
-                .get(&name)
-                .is_some_and(|now| Arc::ptr_eq(now, &up))
-            {
-                up.retire();
+            match running.upstreams.get(&name) {
+                Some(now) if Arc::ptr_eq(now, &up) => {}
+                Some(now) => now.take_over(&up),
+                None => up.retire(),
             }
         }
 

@@ -10,7 +10,8 @@
 //! - the registry's is whatever the adapter last said;
 //! - the active one moves with consecutive probe results (hysteresis, see
 //!   `hysteresis.rs`), probed by one task per endpoint (`active.rs`,
-//!   `probe.rs`), started and stopped as the set changes (`checker.rs`);
+//!   `probe.rs`, `http_probe.rs`), started and stopped as the set changes
+//!   (`checker.rs`) on a thread of their own;
 //! - the passive one moves with consecutive results of proxied attempts,
 //!   counted on the request path; it comes back through active probes, or
 //!   without them after an ejection time that backs off (`passive.rs`).
@@ -26,6 +27,7 @@
 mod active;
 mod cell;
 mod checker;
+mod http_probe;
 mod hysteresis;
 mod passive;
 mod probe;
@@ -39,7 +41,7 @@ use std::sync::{
 
 pub(crate) use self::{
     active::ActivePlan,
-    cell::{HealthCell, PassiveChange},
+    cell::{HealthCell, Passive, PassiveChange},
     checker::{CheckerPlan, spawn as spawn_checker},
     hysteresis::Counters,
     passive::{Attempt, PassivePolicy, passive_name},

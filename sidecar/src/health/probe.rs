@@ -3,24 +3,25 @@
 //!
 //! Each endpoint's probe task owns its [`Prober`], and with it the probe's
 //! connection: HTTP probes keep theirs alive between probes (one connection
-//! per endpoint, made again when it breaks), as gRPC channels do, so a probe
-//! costs one request rather than a handshake. TCP probes connect every time:
-//! connecting is the check.
+//! per endpoint, made again when it breaks; see `http_probe.rs`), as gRPC
+//! channels do, so a probe costs one request rather than a handshake. TCP
+//! probes connect every time: connecting is the check.
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, header, uri::PathAndQuery};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, HeaderValue, Method, uri::PathAndQuery};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use super::{hysteresis::Outcome, passive::StatusSet};
+use super::{
+    http_probe::{HttpProbe, RequestParts},
+    hysteresis::Outcome,
+    passive::StatusSet,
+};
 use crate::config::{ActiveCheck, ActiveCheckType};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,10 +42,7 @@ pub(crate) struct ProbeSpec {
 
 /// One endpoint's prober and its connection.
 pub(crate) enum Prober {
-    Http {
-        host: HeaderValue,
-        conn: Option<SendRequest<Full<Bytes>>>,
-    },
+    Http(HttpProbe),
     Tcp,
     Grpc(HealthClient<Channel>),
     /// A test double: reports each probe's time, answers what it is fed.
@@ -111,18 +109,6 @@ impl ProbeSpec {
             None
         }
     }
-
-    fn request(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.path.clone().into();
-        if !self.headers.is_empty() {
-            *req.headers_mut() = self.headers.clone();
-        }
-        let host = self.host.as_ref().unwrap_or(host).clone();
-        req.headers_mut().insert(header::HOST, host);
-        req
-    }
 }
 
 // === impl Prober ===
@@ -135,10 +121,17 @@ impl Prober {
         timeout: Duration,
     ) -> Result<Self, String> {
         Ok(match spec.kind {
-            ActiveCheckType::Http => Prober::Http {
-                host: HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?,
-                conn: None,
-            },
+            ActiveCheckType::Http => {
+                let own_host =
+                    HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?;
+                Prober::Http(HttpProbe::new(RequestParts {
+                    method: &spec.method,
+                    path: &spec.path,
+                    host: spec.host.as_ref().unwrap_or(&own_host),
+                    headers: &spec.headers,
+                    body: &spec.body,
+                }))
+            }
             ActiveCheckType::Tcp => Prober::Tcp,
             ActiveCheckType::Grpc => {
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -159,16 +152,14 @@ impl Prober {
         timeout: Duration,
     ) -> Probed {
         match self {
-            Prober::Http { host, conn } => {
-                match tokio::time::timeout(timeout, http(spec, host, conn, addr)).await {
-                    Ok(Ok(status)) => Probed {
-                        outcome: spec.classify(status),
-                        detail: Detail::Status(status),
-                    },
-                    Ok(Err(e)) => failed(e),
-                    Err(_) => timed_out(timeout),
-                }
-            }
+            Prober::Http(http) => match tokio::time::timeout(timeout, http.probe(addr)).await {
+                Ok(Ok(status)) => Probed {
+                    outcome: spec.classify(status),
+                    detail: Detail::Status(status),
+                },
+                Ok(Err(e)) => failed(e),
+                Err(_) => timed_out(timeout),
+            },
             Prober::Tcp => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(_)) => Probed {
                     outcome: Some(Outcome::Success),
@@ -208,49 +199,6 @@ impl Prober {
             Prober::Script(s) => s.probe().await,
         }
     }
-}
-
-/// One HTTP probe: on the kept connection if it is still open, made again
-/// once if that fails (the server may have closed it while idle).
-async fn http(
-    spec: &ProbeSpec,
-    host: &HeaderValue,
-    conn: &mut Option<SendRequest<Full<Bytes>>>,
-    addr: SocketAddr,
-) -> Result<u16, BoxError> {
-    if let Some(send) = conn.as_mut().filter(|s| !s.is_closed())
-        && let Ok(status) = exchange(send, spec.request(host)).await
-    {
-        return Ok(status);
-    }
-    *conn = None;
-    let stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    let (mut send, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        // Ends when the prober drops `send`, or the peer closes.
-        let _ = connection.await;
-    });
-    let status = exchange(&mut send, spec.request(host)).await?;
-    *conn = Some(send);
-    Ok(status)
-}
-
-/// Sends one request and reads the whole response, so the connection can
-/// carry the next probe.
-async fn exchange(
-    send: &mut SendRequest<Full<Bytes>>,
-    req: Request<Full<Bytes>>,
-) -> Result<u16, BoxError> {
-    send.ready().await?;
-    let resp = send.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    while let Some(frame) = body.frame().await {
-        frame?;
-    }
-    Ok(status)
 }
 
 fn failed(e: BoxError) -> Probed {

@@ -32,8 +32,8 @@ use crate::{
     config,
     discovery::{Discovery, Source, SourceKey},
     health::{
-        ActivePlan, Attempt, CheckerPlan, PanicState, PassivePolicy, health_name, log_change,
-        spawn_checker,
+        ActivePlan, Attempt, CheckerPlan, PanicState, Passive, PassivePolicy, health_name,
+        log_change, spawn_checker,
     },
     proxy::UpstreamClients,
 };
@@ -113,7 +113,6 @@ impl Upstream {
         let live = previous
             .map(|p| p.live.lock().expect("live map lock poisoned").clone())
             .unwrap_or_default();
-        clear_removed_checks(&cfg.name, &live, active.is_none(), passive.is_none());
         let up = Arc::new(Self {
             name: cfg.name.as_str().into(),
             cfg: cfg.clone(),
@@ -205,12 +204,26 @@ impl Upstream {
         self.panic.refresh(&self.name, &self.state.load().endpoints);
     }
 
-    /// Stops following sources and checking health: a reload replaced the
-    /// upstream. Requests still holding it finish on its last set.
+    /// Stops following sources and checking health: a reload replaced or
+    /// removed the upstream. Requests still holding it finish on its last set.
     pub(crate) fn retire(&self) {
         for task in self.tasks.lock().expect("tasks lock poisoned").drain(..) {
             task.abort();
         }
+    }
+
+    /// Takes over from `previous`, the upstream this one replaces (started
+    /// with it): retires it, then clears the verdicts of checks that this
+    /// config no longer runs, so that nothing holds an endpoint down that
+    /// nothing would bring back. After the retirement, so that the old
+    /// checker cannot set a verdict again.
+    pub(crate) fn take_over(&self, previous: &Upstream) {
+        previous.retire();
+        let checks = self.cfg.checks.as_ref();
+        let no_active = checks.and_then(|c| c.active.as_ref()).is_none();
+        let no_passive = checks.and_then(|c| c.passive.as_ref()).is_none();
+        let live = self.live.lock().expect("live map lock poisoned");
+        clear_removed_checks(&self.name, &live, no_active, no_passive);
     }
 
     /// Swaps in a new set, reusing live state by address.
@@ -287,7 +300,8 @@ impl Drop for Upstream {
 }
 
 /// Clears the verdicts of checks that a reload removed from an upstream,
-/// so that an endpoint is not held down by a check that no longer runs.
+/// so that an endpoint is not held down by a check that no longer runs. A
+/// passive ejection waiting for active probes that are gone goes too.
 fn clear_removed_checks(
     upstream: &str,
     live: &HashMap<SocketAddr, Arc<EndpointState>>,
@@ -296,7 +310,9 @@ fn clear_removed_checks(
 ) {
     for (addr, state) in live {
         let cell = state.verdicts();
-        if (active && cell.reset_active()) | (passive && cell.reset_passive()) {
+        let stranded =
+            active && cell.passive() == Passive::Ejected && cell.ejected_until().is_none();
+        if (active && cell.reset_active()) | ((passive || stranded) && cell.reset_passive()) {
             tracing::info!(
                 upstream,
                 endpoint = %addr,

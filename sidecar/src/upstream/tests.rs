@@ -1,7 +1,8 @@
 //! The health checker following an upstream's set: probes start for added
 //! endpoints and stop at once for removed ones, whose state is dropped;
-//! nothing is probed once the upstream is gone; a reload that removes a
-//! check clears its verdict.
+//! nothing is probed once the upstream is gone; a reload keeps verdicts and
+//! clears those of checks it removes, and passive ejections that only the
+//! removed probes could end.
 
 use std::{
     net::SocketAddr,
@@ -18,7 +19,7 @@ use super::{
     Health, Upstream,
     merge::{Candidate, Merged},
 };
-use crate::{config, discovery::Discovery};
+use crate::{config, discovery::Discovery, health::Attempt};
 
 /// A TCP listener that counts the connections it accepts.
 async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -140,7 +141,7 @@ async fn a_reload_keeps_verdicts_and_clears_those_of_removed_checks() {
     let second = Upstream::start(cfg, &discovery, Some(&first))
         .await
         .expect("upstream");
-    first.retire();
+    second.take_over(&first);
     assert!(Arc::ptr_eq(&second.state().endpoints[1].state, &b_state));
     assert_eq!(b_state.health(), Health::Unhealthy);
     assert!(second.panic.episodes() == 0, "a is still available");
@@ -149,6 +150,30 @@ async fn a_reload_keeps_verdicts_and_clears_those_of_removed_checks() {
     let third = Upstream::start(upstream_cfg(&[a, b], ""), &discovery, Some(&second))
         .await
         .expect("upstream");
-    second.retire();
+    third.take_over(&second);
     assert_eq!(third.state().endpoints[1].state.health(), Health::Healthy);
+}
+
+#[tokio::test]
+async fn a_passive_ejection_waiting_for_removed_probes_is_cleared() {
+    let (a, _) = counting_listener().await;
+    let discovery = Discovery::new("test");
+    // Probes too rare to restore the endpoint during the test.
+    let both = "checks:\n  active: {type: tcp, healthy: {interval: 60}}\n  passive: {}\n";
+    let first = Upstream::start(upstream_cfg(&[a], both), &discovery, None)
+        .await
+        .expect("upstream");
+    let e = first.state().endpoints[0].clone();
+    first.record(&e, Attempt::ConnectFailed);
+    first.record(&e, Attempt::ConnectFailed);
+    assert_eq!(e.state.health(), Health::Unhealthy);
+    assert_eq!(first.panic.episodes(), 1);
+
+    // Passive checks alone from now on: nothing would end that ejection.
+    let passive = "checks:\n  passive: {}\n";
+    let second = Upstream::start(upstream_cfg(&[a], passive), &discovery, Some(&first))
+        .await
+        .expect("upstream");
+    second.take_over(&first);
+    assert_eq!(e.state.health(), Health::Healthy);
 }
