@@ -1,5 +1,5 @@
 //! The admin API, loopback-only by default: `/live`, `/ready`, `/upstreams`
-//! (JSON) and `/config`.
+//! (JSON), `/metrics` (Prometheus text) and `/config`.
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
@@ -51,6 +51,19 @@ fn route(req: &Request<Incoming>, app: &App) -> Response<Full<Bytes>> {
         "/live" => text(StatusCode::OK, "live\n".into()),
         "/ready" => ready(app),
         "/upstreams" => upstreams(app),
+        "/metrics" => match crate::metrics::render(app) {
+            Ok(body) => {
+                let mut r = text(StatusCode::OK, body);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                        .parse()
+                        .expect("static header value"),
+                );
+                r
+            }
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
         "/config" => {
             let cur = app.current();
             let mut r = text(StatusCode::OK, cur.text.clone());
@@ -62,7 +75,7 @@ fn route(req: &Request<Incoming>, app: &App) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /live /ready /upstreams /config\n".into(),
+            "not found: try /live /ready /upstreams /metrics /config\n".into(),
         ),
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 mod discovery;
 mod health;
 mod logging;
+mod metrics;
 mod proxy;
 pub mod upstream;
 
