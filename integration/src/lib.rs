@@ -31,6 +31,6 @@ pub use self::{
     },
     metrics::{Metrics, scrape, wait_for_metrics},
     process::{Adapter, Process, loopback_args, workspace_binary},
-    sidecar::{ConfigFile, Sidecar, Upstreams},
+    sidecar::{ConfigFile, Sidecar, Upstreams, web_config, web_nodes},
     subscriber::{EndpointSet, Subscriber, connect, describe, refusal},
 };

@@ -47,6 +47,37 @@ pub struct Sidecar {
     client: HttpClient,
 }
 
+/// A sidecar config with one HTTP listener `http` that routes every request
+/// to upstream `web`, whose fields are `upstream` (YAML lines indented four
+/// spaces), and, when given, the file adapter `file` at `adapter`. Every
+/// address, the admin's too, is `127.0.0.1:0`.
+pub fn web_config(adapter: Option<SocketAddr>, upstream: &str) -> String {
+    let adapters = adapter.map_or_else(String::new, |a| {
+        format!("adapters:\n  file:\n    address: http://{a}\n")
+    });
+    format!(
+        "\
+admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: http
+    address: 127.0.0.1:0
+{adapters}routes:
+  - name: default
+    uri: /*
+    upstream: web
+upstreams:
+  - name: web
+{upstream}"
+    )
+}
+
+/// `nodes:` of weight 1 at these addresses, indented for [`web_config`].
+pub fn web_nodes(nodes: &[SocketAddr]) -> String {
+    let list: Vec<String> = nodes.iter().map(|a| format!("\"{a}\": 1")).collect();
+    format!("    nodes: {{{}}}\n", list.join(", "))
+}
+
 // === impl ConfigFile ===
 
 impl ConfigFile {

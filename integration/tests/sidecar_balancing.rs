@@ -5,28 +5,16 @@
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use integration::{Backend, HttpClient, Sidecar};
+use integration::{Backend, HttpClient, Sidecar, web_config, web_nodes};
 use tokio::sync::Mutex;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// One upstream `web` of type `kind` over two static nodes, no retries.
-fn config(kind: &str, a: SocketAddr, b: SocketAddr) -> String {
-    format!(
-        "\
-listeners:
-  - {{name: http, address: 127.0.0.1:0}}
-routes:
-  - {{name: default, uri: /*, upstream: web}}
-upstreams:
-  - name: web
-    type: {kind}
-    retries: 0
-    nodes:
-      \"{a}\": 1
-      \"{b}\": 1
-admin: {{address: 127.0.0.1:0}}
-"
+/// Upstream `web` of type `kind` over static `nodes`, no retries.
+fn config(kind: &str, nodes: &[SocketAddr]) -> String {
+    web_config(
+        None,
+        &format!("    type: {kind}\n    retries: 0\n{}", web_nodes(nodes)),
     )
 }
 
@@ -64,7 +52,7 @@ async fn load(
 async fn slow_share(kind: &str) -> Result<f64> {
     let fast = Backend::start_with("fast", &["--delay-ms", "2"]).await?;
     let slow = Backend::start_with("slow", &["--delay-ms", "20"]).await?;
-    let sidecar = Sidecar::start(&config(kind, fast.addr(), slow.addr())).await?;
+    let sidecar = Sidecar::start(&config(kind, &[fast.addr(), slow.addr()])).await?;
     let counts = load(sidecar.listener("http")?, 4, 60).await?;
     let total: usize = counts.values().sum();
     Ok(*counts.get("slow").unwrap_or(&0) as f64 / total as f64)
@@ -92,7 +80,7 @@ async fn ewma_sends_clearly_less_to_a_ten_times_slower_backend() -> Result<()> {
 async fn least_conn_keeps_in_flight_requests_balanced() -> Result<()> {
     let fast = Backend::start_with("fast", &["--delay-ms", "5"]).await?;
     let slow = Backend::start_with("slow", &["--delay-ms", "50"]).await?;
-    let sidecar = Sidecar::start(&config("least_conn", fast.addr(), slow.addr())).await?;
+    let sidecar = Sidecar::start(&config("least_conn", &[fast.addr(), slow.addr()])).await?;
     let addr = sidecar.listener("http")?;
     let traffic = tokio::spawn(load(addr, 8, 40));
     // Sample the in-flight counts while the traffic runs.

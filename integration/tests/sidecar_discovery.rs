@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use integration::{
-    Adapter, Backend, EndpointFile, HttpClient, Sidecar, Upstreams, service_file, workspace_binary,
+    Adapter, Backend, EndpointFile, HttpClient, Sidecar, Upstreams, service_file, web_config,
+    workspace_binary,
 };
 
 /// How long one awaited change may take.
@@ -32,26 +33,9 @@ const MAX_REQUESTS: usize = 3000;
 /// `retries: 0`, a request sent to a wrong endpoint fails instead of being
 /// retried out of sight.
 fn config(adapter: SocketAddr) -> String {
-    format!(
-        "\
-listeners:
-  - name: http
-    address: 127.0.0.1:0
-adapters:
-  file:
-    address: http://{adapter}
-routes:
-  - name: default
-    uri: /*
-    upstream: web
-upstreams:
-  - name: web
-    discovery_type: file
-    service_name: web
-    retries: 0
-admin:
-  address: 127.0.0.1:0
-"
+    web_config(
+        Some(adapter),
+        "    discovery_type: file\n    service_name: web\n    retries: 0\n",
     )
 }
 

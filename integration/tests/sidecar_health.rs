@@ -6,7 +6,6 @@
 //! matter are derived from the configured thresholds and intervals.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -18,28 +17,12 @@ use anyhow::{Context, Result, ensure};
 use integration::{
     Adapter, EndpointFile,
     health_support::{Backend, Sidecar, client, verdict},
+    web_config, web_nodes,
 };
 use serde_json::Value;
 
 /// Slack over a computed bound, for scheduling and polling on a busy machine.
 const SLACK: Duration = Duration::from_millis(1500);
-
-/// A sidecar config: one HTTP listener routing everything to upstream `web`
-/// with `upstream` (YAML lines indented four spaces) as its body.
-fn config(upstream: &str) -> String {
-    format!(
-        "admin: {{address: \"127.0.0.1:0\"}}\n\
-         listeners:\n  - {{name: http, address: \"127.0.0.1:0\"}}\n\
-         routes:\n  - {{name: all, uri: /*, upstream: web}}\n\
-         upstreams:\n  - name: web\n{upstream}"
-    )
-}
-
-/// `nodes:` for these backends, indented for [`config`].
-fn nodes(backends: &[SocketAddr]) -> String {
-    let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\": 1")).collect();
-    format!("    nodes: {{{}}}\n", list.join(", "))
-}
 
 fn healthy(e: &Value) -> bool {
     e["health"] == "healthy" && e["available"] == true
@@ -68,12 +51,15 @@ async fn spray(sidecar: &Sidecar, path: &str, n: usize) -> Result<(Vec<String>, 
 async fn active_http_checks_eject_a_killed_backend_and_restore_it() -> Result<()> {
     let a = Backend::start("a").await?;
     let b = Backend::start("b").await?;
-    let sidecar = Sidecar::start(&config(&format!(
-        "{}    retries: 0\n    checks:\n      active:\n        http_path: /health\n        \
+    let sidecar = Sidecar::start(&web_config(
+        None,
+        &format!(
+            "{}    retries: 0\n    checks:\n      active:\n        http_path: /health\n        \
          timeout: 0.5\n        healthy: {{interval: 0.2, successes: 2}}\n        \
          unhealthy: {{interval: 0.1, tcp_failures: 2}}\n",
-        nodes(&[a.addr(), b.addr()])
-    )))
+            web_nodes(&[a.addr(), b.addr()])
+        ),
+    ))
     .await?;
     sidecar.explain(kill_and_restart(&sidecar, &a, b).await)
 }
@@ -127,12 +113,15 @@ async fn kill_and_restart(sidecar: &Sidecar, a: &Backend, b: Backend) -> Result<
 async fn a_backend_failing_its_health_path_is_ejected_while_its_port_is_open() -> Result<()> {
     let a = Backend::start("a").await?;
     let b = Backend::start("b").await?;
-    let sidecar = Sidecar::start(&config(&format!(
-        "{}    checks:\n      active:\n        http_path: /health\n        \
+    let sidecar = Sidecar::start(&web_config(
+        None,
+        &format!(
+            "{}    checks:\n      active:\n        http_path: /health\n        \
          healthy: {{interval: 0.1, successes: 2}}\n        \
          unhealthy: {{interval: 0.1, http_failures: 3}}\n",
-        nodes(&[a.addr(), b.addr()])
-    )))
+            web_nodes(&[a.addr(), b.addr()])
+        ),
+    ))
     .await?;
     let http = client();
     sidecar.explain(
@@ -165,12 +154,15 @@ async fn a_backend_failing_its_health_path_is_ejected_while_its_port_is_open() -
 async fn a_grpc_backend_reporting_not_serving_is_ejected() -> Result<()> {
     let a = Backend::start("a").await?;
     let b = Backend::start("b").await?;
-    let sidecar = Sidecar::start(&config(&format!(
-        "{}    checks:\n      active:\n        type: grpc\n        \
+    let sidecar = Sidecar::start(&web_config(
+        None,
+        &format!(
+            "{}    checks:\n      active:\n        type: grpc\n        \
          healthy: {{interval: 0.1, successes: 2}}\n        \
          unhealthy: {{interval: 0.1, http_failures: 2}}\n",
-        nodes(&[a.addr(), b.addr()])
-    )))
+            web_nodes(&[a.addr(), b.addr()])
+        ),
+    ))
     .await?;
     let http = client();
     sidecar.explain(
@@ -209,11 +201,14 @@ async fn a_grpc_backend_reporting_not_serving_is_ejected() -> Result<()> {
 async fn passive_checks_alone_eject_after_failed_requests_and_back_off() -> Result<()> {
     let a = Backend::start("a").await?;
     let b = Backend::start("b").await?;
-    let sidecar = Sidecar::start(&config(&format!(
-        "{}    retries: 0\n    checks:\n      passive:\n        \
+    let sidecar = Sidecar::start(&web_config(
+        None,
+        &format!(
+            "{}    retries: 0\n    checks:\n      passive:\n        \
          unhealthy: {{http_statuses: [500], http_failures: 3, tcp_failures: 2}}\n",
-        nodes(&[a.addr(), b.addr()])
-    )))
+            web_nodes(&[a.addr(), b.addr()])
+        ),
+    ))
     .await?;
     sidecar.explain(passive_alone(&sidecar, &a, b).await)
 }
@@ -275,12 +270,15 @@ async fn a_passively_ejected_backend_returns_when_active_probes_pass() -> Result
     let a = Backend::start("a").await?;
     let b = Backend::start("b").await?;
     // Probes look at `/`, which b still serves; traffic to /health fails.
-    let sidecar = Sidecar::start(&config(&format!(
-        "{}    retries: 0\n    checks:\n      active:\n        http_path: /\n        \
+    let sidecar = Sidecar::start(&web_config(
+        None,
+        &format!(
+            "{}    retries: 0\n    checks:\n      active:\n        http_path: /\n        \
          healthy: {{interval: 0.5, successes: 2}}\n        unhealthy: {{interval: 0.3}}\n      \
          passive:\n        unhealthy: {{http_statuses: [500], http_failures: 3}}\n",
-        nodes(&[a.addr(), b.addr()])
-    )))
+            web_nodes(&[a.addr(), b.addr()])
+        ),
+    ))
     .await?;
     let http = client();
     sidecar.explain(
@@ -311,11 +309,14 @@ async fn with_retries_a_backend_killed_under_load_fails_no_request() -> Result<(
     let a = Backend::start("a").await?;
     let b = Backend::start("b").await?;
     let sidecar = Arc::new(
-        Sidecar::start(&config(&format!(
-            "{}    retries: 1\n    checks:\n      active:\n        http_path: /health\n        \
+        Sidecar::start(&web_config(
+            None,
+            &format!(
+                "{}    retries: 1\n    checks:\n      active:\n        http_path: /health\n        \
              healthy: {{interval: 0.2}}\n        unhealthy: {{interval: 0.2, tcp_failures: 2}}\n",
-            nodes(&[a.addr(), b.addr()])
-        )))
+                web_nodes(&[a.addr(), b.addr()])
+            ),
+        ))
         .await?,
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -371,12 +372,15 @@ async fn with_retries_a_backend_killed_under_load_fails_no_request() -> Result<(
 async fn when_every_endpoint_is_unhealthy_panic_mode_keeps_traffic_flowing() -> Result<()> {
     let a = Backend::start("a").await?;
     let b = Backend::start("b").await?;
-    let sidecar = Sidecar::start(&config(&format!(
-        "{}    checks:\n      active:\n        http_path: /health\n        \
+    let sidecar = Sidecar::start(&web_config(
+        None,
+        &format!(
+            "{}    checks:\n      active:\n        http_path: /health\n        \
          healthy: {{interval: 0.1, successes: 1}}\n        \
          unhealthy: {{interval: 0.1, http_failures: 1}}\n",
-        nodes(&[a.addr(), b.addr()])
-    )))
+            web_nodes(&[a.addr(), b.addr()])
+        ),
+    ))
     .await?;
     let http = client();
     sidecar.explain(
@@ -437,12 +441,15 @@ async fn registry_views_and_check_verdicts_do_not_override_each_other() -> Resul
         format!(
             "adapters: {{file: {{address: \"http://{}\"}}}}\n{}",
             adapter.grpc(),
-            config(&format!(
-                "    discovery_type: file\n    service_name: web\n    \
+            web_config(
+                None,
+                &format!(
+                    "    discovery_type: file\n    service_name: web\n    \
                  timeout: {{read: {read}}}\n    checks:\n      active:\n        \
                  http_path: /health\n        healthy: {{interval: 0.1, successes: 1}}\n        \
                  unhealthy: {{interval: 0.1, http_failures: 1}}\n"
-            ))
+                )
+            )
         )
     };
     let sidecar = Sidecar::start(&cfg(6)).await?;

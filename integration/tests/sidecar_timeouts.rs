@@ -8,26 +8,20 @@ use anyhow::{Result, ensure};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper::Method;
-use integration::{Backend, HttpClient, Sidecar, http_request, streamed_body};
+use integration::{
+    Backend, HttpClient, Sidecar, http_request, streamed_body, web_config, web_nodes,
+};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Upstream `web` over one static node with short send/read timeouts.
 fn config(node: SocketAddr) -> String {
-    format!(
-        "\
-listeners:
-  - {{name: http, address: 127.0.0.1:0}}
-routes:
-  - {{name: default, uri: /*, upstream: web}}
-upstreams:
-  - name: web
-    retries: 0
-    timeout: {{connect: 1, send: 0.4, read: 0.4}}
-    nodes:
-      \"{node}\": 1
-admin: {{address: 127.0.0.1:0}}
-"
+    web_config(
+        None,
+        &format!(
+            "    retries: 0\n    timeout: {{connect: 1, send: 0.4, read: 0.4}}\n{}",
+            web_nodes(&[node])
+        ),
     )
 }
 

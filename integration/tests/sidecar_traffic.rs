@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::{Method, Version, header};
 use integration::{
     Adapter, Backend, EndpointFile, HttpClient, Sidecar, closed_port, empty_body, full_body,
-    http_request, read_body, service_file, streamed_body,
+    http_request, read_body, service_file, streamed_body, web_config, web_nodes,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -23,51 +23,16 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// An HTTP listener whose every request goes to upstream `web`, the service
 /// `web` of the file adapter at `adapter`.
 fn discovered_config(adapter: SocketAddr) -> String {
-    format!(
-        "\
-listeners:
-  - name: http
-    address: 127.0.0.1:0
-adapters:
-  file:
-    address: http://{adapter}
-routes:
-  - name: default
-    uri: /*
-    upstream: web
-upstreams:
-  - name: web
-    discovery_type: file
-    service_name: web
-admin:
-  address: 127.0.0.1:0
-"
+    web_config(
+        Some(adapter),
+        "    discovery_type: file\n    service_name: web\n",
     )
 }
 
 /// An HTTP listener whose every request goes to upstream `web` of static
 /// `nodes`, with `extra` (indented upstream fields) added to the upstream.
 fn static_config(nodes: &[SocketAddr], extra: &str) -> String {
-    let nodes: String = nodes
-        .iter()
-        .map(|n| format!("      \"{n}\": 1\n"))
-        .collect();
-    format!(
-        "\
-listeners:
-  - name: http
-    address: 127.0.0.1:0
-routes:
-  - name: default
-    uri: /*
-    upstream: web
-upstreams:
-  - name: web
-{extra}    nodes:
-{nodes}admin:
-  address: 127.0.0.1:0
-"
-    )
+    web_config(None, &format!("{extra}{}", web_nodes(nodes)))
 }
 
 async fn start_adapter(file: &EndpointFile) -> Result<Adapter> {
