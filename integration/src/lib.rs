@@ -11,6 +11,7 @@
 mod backend;
 mod conformance;
 mod endpoint_file;
+mod fault;
 pub mod health_support;
 mod http;
 mod metrics;
@@ -25,6 +26,7 @@ pub use self::{
         CheckResult, Outcome, RegistryControl, Report, SuiteOptions, TestEndpoint, run_suite,
     },
     endpoint_file::{EndpointFile, FileControl, render},
+    fault::{Fault, FaultStub, Rule},
     http::{
         Body, BoxError, HttpClient, Reply, empty_body, full_body, http_request, read_body,
         streamed_body,
