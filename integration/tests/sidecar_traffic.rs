@@ -82,7 +82,19 @@ async fn round_robin_reaches_every_discovered_endpoint_over_http1_and_h2c() -> R
     let backends = Backend::start_all(&["a", "b", "c"]).await?;
     let file = EndpointFile::new(&service_file("web", &backends))?;
     let adapter = start_adapter(&file).await?;
-    let sidecar = Sidecar::start(&discovered_config(adapter.grpc())).await?;
+    // One worker runs the single-threaded runtime, two the multi-threaded one.
+    for workers in ["1", "2"] {
+        let sidecar =
+            Sidecar::start_with(&discovered_config(adapter.grpc()), &["--workers", workers])
+                .await?;
+        round_robin_over_three(&sidecar)
+            .await
+            .with_context(|| format!("--workers {workers}"))?;
+    }
+    Ok(())
+}
+
+async fn round_robin_over_three(sidecar: &Sidecar) -> Result<()> {
     sidecar.explain(
         async {
             sidecar.wait_ready(DEADLINE).await?;
