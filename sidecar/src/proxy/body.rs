@@ -22,7 +22,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use crate::upstream::InFlight;
+use super::pool::{Conn, PoolLimits};
+use crate::upstream::{EndpointState, InFlight};
 
 /// The error a proxied body can end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,9 +39,19 @@ pub(crate) enum ProxyBody {
         /// Armed only once a poll finds no data ready, so that bodies that
         /// arrive whole never touch the timer wheel.
         idle: Option<Pin<Box<Sleep>>>,
+        /// The HTTP/1.1 connection, back to its endpoint's idle stack once
+        /// the body has been read to the end.
+        conn: Option<Returning>,
     },
     /// Made by the proxy (errors, admin).
     Full(Option<Bytes>),
+}
+
+/// A pooled connection and where it returns.
+pub(crate) struct Returning {
+    pub(crate) conn: Conn,
+    pub(crate) to: Arc<EndpointState>,
+    pub(crate) limits: PoolLimits,
 }
 
 /// The upstream sent no body data within the read timeout.
@@ -69,16 +80,22 @@ pub(crate) enum RequestBody {
 // === impl ProxyBody ===
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming, guard: InFlight, read: Duration) -> Self {
+    pub(crate) fn upstream(
+        body: Incoming,
+        guard: InFlight,
+        read: Duration,
+        conn: Option<Returning>,
+    ) -> Self {
         let end = body.is_end_stream();
         let mut b = Self::Upstream {
             body,
             guard: Some(guard),
             read,
             idle: None,
+            conn,
         };
         if end {
-            b.finish();
+            b.finish(true);
         }
         b
     }
@@ -87,11 +104,18 @@ impl ProxyBody {
         Self::Full(Some(bytes.into()))
     }
 
-    fn finish(&mut self) {
-        if let Self::Upstream { guard, .. } = self
-            && let Some(g) = guard.take()
-        {
-            g.finish();
+    /// Ends the request's accounting; a body read to the end (`whole`)
+    /// hands its connection back for the next request, any other end closes
+    /// it.
+    fn finish(&mut self, whole: bool) {
+        if let Self::Upstream { guard, conn, .. } = self {
+            if let Some(g) = guard.take() {
+                g.finish();
+            }
+            match conn.take() {
+                Some(r) if whole => r.to.idle.put(r.conn, r.limits),
+                _ => {}
+            }
         }
     }
 }
@@ -108,19 +132,24 @@ impl Body for ProxyBody {
         match this {
             Self::Upstream {
                 body, read, idle, ..
-            } => match Pin::new(body).poll_frame(cx) {
+            } => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(t) = idle {
                         t.as_mut().reset(tokio::time::Instant::now() + *read);
                     }
+                    // The server stops polling a body that says it has ended,
+                    // so the last frame is where the connection goes back.
+                    if body.is_end_stream() {
+                        this.finish(true);
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.finish();
+                    this.finish(false);
                     Poll::Ready(Some(Err(e.into())))
                 }
                 Poll::Ready(None) => {
-                    this.finish();
+                    this.finish(true);
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
@@ -128,7 +157,7 @@ impl Body for ProxyBody {
                     let timer = idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(read)));
                     match timer.as_mut().poll(cx) {
                         Poll::Ready(()) => {
-                            this.finish();
+                            this.finish(false);
                             Poll::Ready(Some(Err(ReadTimeout(read).into())))
                         }
                         Poll::Pending => Poll::Pending,

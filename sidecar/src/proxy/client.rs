@@ -1,5 +1,6 @@
-//! Upstream HTTP clients: keep-alive pools per endpoint, HTTP/1.1 or h2c,
-//! with the upstream's connect timeout.
+//! Upstream HTTP clients: HTTP/1.1 on the endpoints' own keep-alive stacks
+//! (see `pool`), h2c on hyper-util's pooled client (one multiplexed
+//! connection per endpoint), both with the upstream's connect timeout.
 
 use std::time::Duration;
 
@@ -8,13 +9,13 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::body::RequestBody;
+use super::{body::RequestBody, pool::PoolLimits};
 use crate::config;
 
-/// The pooled clients of one upstream.
+/// The upstream clients of one upstream.
 pub(crate) struct UpstreamClients {
-    /// HTTP/1.1 with keep-alive.
-    pub(crate) http1: Client<HttpConnector, RequestBody>,
+    /// HTTP/1.1 keep-alive settings for the endpoints' idle stacks.
+    pub(crate) http1: PoolLimits,
     /// HTTP/2 over cleartext, prior knowledge (gRPC).
     pub(crate) h2c: Client<HttpConnector, RequestBody>,
 }
@@ -22,7 +23,7 @@ pub(crate) struct UpstreamClients {
 impl UpstreamClients {
     pub(crate) fn new(cfg: &config::Upstream) -> Self {
         Self {
-            http1: build(cfg, false),
+            http1: PoolLimits::new(cfg),
             h2c: build(cfg, true),
         }
     }

@@ -19,10 +19,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
-    body::{Progress, ProxyBody, RequestBody},
+    body::{BoxError, Progress, ProxyBody, RequestBody, Returning},
     error::ProxyError,
     hash::request_hash,
     headers::{add_forwarded, strip_hop_by_hop},
+    pool::{self, SendError},
     route::RouteTable,
 };
 use crate::{
@@ -148,7 +149,6 @@ async fn forward(
     let mut tried = [0usize; MAX_ATTEMPTS];
     let mut attempt = 0;
     let clients = &upstream.clients;
-    let client_pool = if h2 { &clients.h2c } else { &clients.http1 };
     let mut progress = None;
     loop {
         let pick = state
@@ -168,12 +168,18 @@ async fn forward(
         tried[attempt] = pick.index;
         attempt += 1;
 
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.authority.clone())
-            .path_and_query(path.clone())
-            .build()
-            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        // HTTP/1.1 connections are the endpoint's own: the origin form is
+        // all they need. hyper-util's h2c client routes on the full URI.
+        let uri = if h2 {
+            Uri::builder()
+                .scheme("http")
+                .authority(endpoint.authority.clone())
+                .path_and_query(path.clone())
+                .build()
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+        } else {
+            Uri::from(path.clone())
+        };
         let mut req = Request::new(match body.take() {
             Some(Body::Buffered(b)) => {
                 body = Some(Body::Buffered(b.clone()));
@@ -209,15 +215,22 @@ async fn forward(
         let can_retry = body.is_some()
             && attempt < max_attempts
             && (cfg.retry_timeout.is_zero() || start.elapsed() < cfg.retry_timeout);
-        let result = response_head(
-            client_pool.request(req),
-            progress.as_deref(),
-            cfg.timeout.send,
-            cfg.timeout.read,
-        )
-        .await;
+        let (send, read) = (cfg.timeout.send, cfg.timeout.read);
+        let result = if h2 {
+            response_head(clients.h2c.request(req), progress.as_deref(), send, read)
+                .await
+                .map(|r| r.map(|resp| (resp, None)).map_err(SendFailure::from))
+        } else {
+            let sent = pool::send(&endpoint.state.idle, endpoint.addr, clients.http1, req);
+            response_head(sent, progress.as_deref(), send, read)
+                .await
+                .map(|r| {
+                    r.map(|(resp, conn)| (resp, Some(conn)))
+                        .map_err(SendFailure::from)
+                })
+        };
         let err = match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, conn))) => {
                 let status = resp.status().as_u16();
                 upstream.record(endpoint, Attempt::Status(status));
                 if can_retry && idempotent && cfg.retry_on_status.contains(&status) {
@@ -227,18 +240,26 @@ async fn forward(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
+                let conn = conn.map(|conn| Returning {
+                    conn,
+                    to: endpoint.state.clone(),
+                    limits: clients.http1,
+                });
                 return Ok(Response::from_parts(
                     rparts,
-                    ProxyBody::upstream(rbody, guard, cfg.timeout.read),
+                    ProxyBody::upstream(rbody, guard, cfg.timeout.read, conn),
                 ));
             }
-            Ok(Err(e)) if e.is_connect() => ProxyError::Connect {
+            Ok(Err(SendFailure {
+                connect: true,
+                source,
+            })) => ProxyError::Connect {
                 endpoint: endpoint.addr.to_string(),
-                source: Box::new(e),
+                source,
             },
-            Ok(Err(e)) => ProxyError::Upstream {
+            Ok(Err(SendFailure { source, .. })) => ProxyError::Upstream {
                 endpoint: endpoint.addr.to_string(),
-                source: Box::new(e),
+                source,
             },
             Err(timeout) => ProxyError::Timeout {
                 endpoint: endpoint.addr.to_string(),
@@ -285,6 +306,31 @@ async fn response_head<F: Future>(
                 }
                 sleep.as_mut().reset(deadline.into());
             }
+        }
+    }
+}
+
+/// Why an attempt got no response head, from either client.
+struct SendFailure {
+    /// Nothing was sent: connecting failed.
+    connect: bool,
+    source: BoxError,
+}
+
+impl From<hyper_util::client::legacy::Error> for SendFailure {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        Self {
+            connect: e.is_connect(),
+            source: Box::new(e),
+        }
+    }
+}
+
+impl From<SendError> for SendFailure {
+    fn from(e: SendError) -> Self {
+        Self {
+            connect: e.is_connect(),
+            source: Box::new(e),
         }
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod hash;
 mod headers;
 mod http;
+mod pool;
 mod route;
 mod server;
 mod tcp;
@@ -14,6 +15,7 @@ mod tcp;
 pub(crate) use self::{
     client::UpstreamClients,
     http::HttpProxy,
+    pool::IdleConns,
     route::{Route, RouteTable},
     server::{bound, serve_http},
     tcp::serve_tcp,

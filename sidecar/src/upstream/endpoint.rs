@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::clock;
-use crate::health::HealthCell;
+use crate::{health::HealthCell, proxy::IdleConns};
 
 /// One endpoint of an upstream, immutable for one version of the set.
 #[derive(Debug)]
@@ -50,6 +50,8 @@ pub struct EndpointState {
     ewma_stamp_ns: AtomicU64,
     /// The registry's, the active and the passive verdicts.
     verdicts: HealthCell,
+    /// Idle keep-alive HTTP/1.1 connections to the endpoint.
+    pub(crate) idle: IdleConns,
 }
 
 /// Whether an endpoint may take new requests.
@@ -106,6 +108,7 @@ impl Default for EndpointState {
             ewma_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_stamp_ns: AtomicU64::new(0),
             verdicts: HealthCell::default(),
+            idle: IdleConns::default(),
         }
     }
 }

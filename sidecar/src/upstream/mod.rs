@@ -13,6 +13,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -144,7 +145,7 @@ impl Upstream {
                 up.rebuild(merged);
             }
         });
-        let mut tasks = vec![task.abort_handle()];
+        let mut tasks = vec![task.abort_handle(), spawn_idle_sweeper(&up)];
         if checks.is_some() {
             let plan = CheckerPlan {
                 active: active_plan,
@@ -158,6 +159,22 @@ impl Upstream {
         }
         *up.tasks.lock().expect("tasks lock poisoned") = tasks;
         Ok(up)
+    }
+
+    /// Closes idle upstream connections older than `keepalive_pool.idle_timeout`
+    /// (requests also drop them as they pass; this covers quiet upstreams).
+    fn sweep_idle(&self) {
+        let idle = self.cfg.keepalive_pool.idle_timeout;
+        let states: Vec<Arc<EndpointState>> = self
+            .live
+            .lock()
+            .expect("live map lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for state in states {
+            state.idle.sweep(idle);
+        }
     }
 
     /// The current endpoints and balancer; cheap, lock-free.
@@ -321,4 +338,22 @@ fn clear_removed_checks(
             );
         }
     }
+}
+
+/// Sweeps an upstream's idle connections every half idle timeout (at least
+/// every second) until the upstream goes.
+fn spawn_idle_sweeper(up: &Arc<Upstream>) -> AbortHandle {
+    let every = (up.cfg.keepalive_pool.idle_timeout / 2).max(Duration::from_secs(1));
+    let weak = Arc::downgrade(up);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(up) = weak.upgrade() else { break };
+            up.sweep_idle();
+        }
+    })
+    .abort_handle()
 }

@@ -1,0 +1,228 @@
+//! Keep-alive HTTP/1.1 connections to upstream endpoints.
+//!
+//! Each endpoint keeps its idle connections in a small stack beside its live
+//! state, so a request takes one straight from the endpoint the balancer
+//! picked: no pool-wide map, no key hashing, no task spawned per request to
+//! hand the connection back. A connection returns to the stack when its
+//! response body has been read to the end, and is dropped (closed) when the
+//! body fails, after `keepalive_pool.requests` requests, after
+//! `keepalive_pool.idle_timeout` idle, or when the stack holds
+//! `keepalive_pool.size` already. The most recently used connection is
+//! reused first; the oldest are the first to expire.
+//!
+//! The stack's mutex is held for a push or a pop, never across an await, and
+//! only by requests (never by discovery updates).
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    net::SocketAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response};
+use hyper::{
+    body::Incoming,
+    client::conn::http1::{Builder, SendRequest},
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+use crate::config;
+
+/// TCP keep-alive probes on upstream connections start after this idle time.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The idle connections of one endpoint.
+#[derive(Default)]
+pub(crate) struct IdleConns {
+    stack: Mutex<VecDeque<Idle>>,
+}
+
+/// A connection ready for, or busy with, one request.
+pub(crate) struct Conn {
+    sender: SendRequest<RequestBody>,
+    /// Requests sent on it, this one included.
+    served: u32,
+    /// Whether it came from the stack (and may have been closed meanwhile).
+    reused: bool,
+}
+
+/// The `keepalive_pool` and connect settings of an upstream, copied where
+/// a connection goes back to its stack.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolLimits {
+    size: usize,
+    requests: u32,
+    idle: Duration,
+    connect: Duration,
+}
+
+/// Why no response head came back.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// No connection could be made; nothing was sent.
+    #[error("{0}")]
+    Connect(std::io::Error),
+    /// The exchange failed on a connection.
+    #[error("{0}")]
+    Http(hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    served: u32,
+    since: Instant,
+}
+
+// === impl IdleConns ===
+
+impl IdleConns {
+    /// The most recently used idle connection that is still open and fresh.
+    fn take(&self, limits: PoolLimits) -> Option<Conn> {
+        let mut stack = self.stack.lock().expect("idle stack lock poisoned");
+        while let Some(idle) = stack.pop_back() {
+            if idle.sender.is_closed() || idle.since.elapsed() > limits.idle {
+                continue;
+            }
+            return Some(Conn {
+                sender: idle.sender,
+                served: idle.served,
+                reused: true,
+            });
+        }
+        None
+    }
+
+    /// Keeps `conn` for the next request, unless it has served its share or
+    /// the stack is full; expired connections at the bottom go first.
+    pub(crate) fn put(&self, conn: Conn, limits: PoolLimits) {
+        if conn.served >= limits.requests || conn.sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut stack = self.stack.lock().expect("idle stack lock poisoned");
+        while stack
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) > limits.idle || i.sender.is_closed())
+        {
+            stack.pop_front();
+        }
+        if stack.len() < limits.size {
+            stack.push_back(Idle {
+                sender: conn.sender,
+                served: conn.served,
+                since: now,
+            });
+        }
+    }
+
+    /// Closes connections idle longer than `idle`, or closed by the peer.
+    pub(crate) fn sweep(&self, idle: Duration) {
+        let now = Instant::now();
+        let mut stack = self.stack.lock().expect("idle stack lock poisoned");
+        stack.retain(|i| now.duration_since(i.since) <= idle && !i.sender.is_closed());
+    }
+
+    /// How many connections are idle now.
+    pub(crate) fn len(&self) -> usize {
+        self.stack.lock().expect("idle stack lock poisoned").len()
+    }
+}
+
+impl fmt::Debug for IdleConns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdleConns")
+            .field("idle", &self.len())
+            .finish()
+    }
+}
+
+// === impl PoolLimits ===
+
+impl PoolLimits {
+    pub(crate) fn new(cfg: &config::Upstream) -> Self {
+        Self {
+            size: cfg.keepalive_pool.size as usize,
+            requests: cfg.keepalive_pool.requests,
+            idle: cfg.keepalive_pool.idle_timeout,
+            connect: cfg.timeout.connect,
+        }
+    }
+}
+
+// === impl SendError ===
+
+impl SendError {
+    /// Whether the request never left: another endpoint may take it.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
+    }
+}
+
+/// Sends `req` to `addr` on an idle connection of `idle`, or on a new one,
+/// and returns the response head with the connection, which goes back to
+/// `idle` once the response body has been read.
+///
+/// A reused connection that the endpoint closed while it sat idle is
+/// noticed before or while sending (the request comes back unsent), and the
+/// request goes on the next connection.
+pub(crate) async fn send(
+    idle: &IdleConns,
+    addr: SocketAddr,
+    limits: PoolLimits,
+    mut req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Conn), SendError> {
+    loop {
+        let mut conn = match idle.take(limits) {
+            Some(c) => c,
+            None => connect(addr, limits.connect).await?,
+        };
+        if let Err(e) = conn.sender.ready().await {
+            if conn.reused {
+                continue;
+            }
+            return Err(SendError::Http(e));
+        }
+        conn.served += 1;
+        match conn.sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, conn)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if conn.reused => req = unsent,
+                _ => return Err(SendError::Http(e.into_error())),
+            },
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, SendError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Err(_) => {
+            return Err(SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect timed out after {timeout:?} (timeout.connect)"),
+            )));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream)
+        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+    let (sender, conn) = Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %addr, error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(Conn {
+        sender,
+        served: 0,
+        reused: false,
+    })
+}
