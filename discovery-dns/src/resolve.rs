@@ -210,9 +210,10 @@ impl Resolver {
         Ok(Addrs { ips, ttl })
     }
 
-    /// Sorts a failed lookup. hickory follows a CNAME loop until its depth
-    /// limit and then reports "no records": an empty answer is checked for a
-    /// loop before it counts as NODATA.
+    /// Sorts a failed lookup. A CNAME loop shows as "no records" (hickory
+    /// follows the chain to its depth limit) or as SERVFAIL (BIND stops at
+    /// its own limit): both are checked for a loop before they count as
+    /// NODATA or a server failure.
     async fn classify(&self, name: &Name, rt: RecordType, e: NetError) -> LookupError {
         match e {
             NetError::Dns(DnsError::NoRecordsFound(nr)) => {
@@ -224,6 +225,12 @@ impl Resolver {
                     nxdomain,
                     negative_ttl: nr.negative_ttl,
                 }
+            }
+            // BIND answers a CNAME loop in its own zone with SERVFAIL.
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail))
+                if let Some(chain) = self.cname_loop(name).await =>
+            {
+                LookupError::Bad(format!("CNAME loop: {chain}"))
             }
             e => LookupError::Failed(format!("{rt} lookup of {name} failed: {e}")),
         }

@@ -212,8 +212,13 @@ zone "{ZONE}" {{
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let log = process.stderr();
-            if log.contains("running") && !log.contains("could not listen") {
+            // Not the first line's "running on Linux": the line that says
+            // the zones are loaded and the server answers.
+            if log.lines().any(|l| l.ends_with(" running")) && !log.contains("could not listen") {
                 return Ok(process);
+            }
+            if log.contains("not loaded due to errors") {
+                bail!("named refused the zone:\n{log}");
             }
             if log.contains("address in use") || log.contains("could not listen") {
                 bail!("named could not listen on port {}:\n{log}", self.port);
