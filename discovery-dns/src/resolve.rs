@@ -183,7 +183,10 @@ impl Resolver {
                     ips: Vec::new(),
                     ttl: u32::MAX,
                 });
-                a.ips.push(ip);
+                // Consul repeats a target's record once per SRV record.
+                if !a.ips.contains(&ip) {
+                    a.ips.push(ip);
+                }
                 a.ttl = a.ttl.min(r.ttl);
             }
         }
@@ -199,7 +202,9 @@ impl Resolver {
             Ok(l) => l,
             Err(e) => return Err(self.classify(name, rt, e).await),
         };
-        let ips: Vec<IpAddr> = lookup.answers().iter().filter_map(address).collect();
+        let mut ips: Vec<IpAddr> = lookup.answers().iter().filter_map(address).collect();
+        ips.sort_unstable();
+        ips.dedup();
         if ips.is_empty() {
             return Err(LookupError::NotFound {
                 nxdomain: false,

@@ -68,6 +68,8 @@ pub(crate) fn select_srv(records: &[(SrvRecord, TargetAddrs)]) -> Result<Selecti
             let weight = if all_zero { 1 } else { i64::from(r.weight) };
             match addrs {
                 TargetAddrs::Found(ips) => {
+                    // An address listed twice is still one endpoint.
+                    let ips: std::collections::BTreeSet<&IpAddr> = ips.iter().collect();
                     for ip in ips {
                         endpoints
                             .entry((*ip, r.port))
@@ -273,7 +275,7 @@ mod tests {
         let s = select_srv(&[
             (rec(0, 0, 80, "a."), found(&["10.0.0.1"])),
             (rec(0, 5, 80, "b."), found(&["10.0.0.2"])),
-            (rec(0, 3, 80, "b-alias."), found(&["10.0.0.2"])),
+            (rec(0, 3, 80, "b-alias."), found(&["10.0.0.2", "10.0.0.2"])),
         ])
         .unwrap();
         assert_eq!(
