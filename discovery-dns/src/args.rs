@@ -208,7 +208,8 @@ mod tests {
 
     #[test]
     fn bad_arguments_name_the_problem() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             ("web.example.", &[], "needs the watch argument \"port\""),
             ("web.example.", &[("port", "0")], "port=\"0\""),
             ("web.example.", &[("port", "70000")], "port=\"70000\""),
