@@ -22,8 +22,18 @@ pub(crate) enum Query {
     },
 }
 
+/// The DNS side of a watch: what its resolution loop asks for. Watches
+/// that differ only in `port` or `weight` share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Lookup {
+    /// SRV records, targets resolved to these families.
+    Srv(Families),
+    /// Address records of these families.
+    Addresses(Families),
+}
+
 /// Which address records to ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Families {
     pub(crate) v4: bool,
     pub(crate) v6: bool,
@@ -107,6 +117,14 @@ impl Query {
             port,
             weight,
         })
+    }
+
+    /// What the resolution loop of this watch asks for.
+    pub(crate) fn lookup(self) -> Lookup {
+        match self {
+            Query::Srv { targets } => Lookup::Srv(targets),
+            Query::Addresses { families, .. } => Lookup::Addresses(families),
+        }
     }
 }
 

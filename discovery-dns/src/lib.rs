@@ -9,6 +9,7 @@ mod metrics;
 mod registry;
 mod resolve;
 mod select;
+mod shared;
 mod watch;
 
 pub use self::{

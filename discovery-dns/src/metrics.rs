@@ -13,6 +13,7 @@ use prometheus_client::{
 pub struct DnsMetrics {
     dropped: Family<NameLabels, Counter>,
     refresh: Family<NameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    loops: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,6 +33,11 @@ impl DnsMetrics {
             self.dropped.clone(),
         );
         reg.register(
+            "loops",
+            "Resolution loops running, one per watched name and lookup",
+            self.loops.clone(),
+        );
+        reg.register(
             "refresh_seconds",
             "Wait before the next query of a watched name (its TTL, clamped, with jitter)",
             self.refresh.clone(),
@@ -44,6 +50,14 @@ impl DnsMetrics {
                 .get_or_create(&labels(service))
                 .inc_by(n as u64);
         }
+    }
+
+    pub(crate) fn loop_opened(&self) {
+        self.loops.inc();
+    }
+
+    pub(crate) fn loop_closed(&self) {
+        self.loops.dec();
     }
 
     pub(crate) fn refresh_in(&self, service: &str, wait: Duration) {

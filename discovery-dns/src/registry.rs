@@ -1,6 +1,5 @@
-//! DNS as a [`Registry`]: every watch target is a DNS name, resolved in its
-//! own loop (the runtime opens one per distinct name and arguments, shared by
-//! all subscribers).
+//! DNS as a [`Registry`]: every watch target is a DNS name, resolved in a
+//! loop shared by every watch of that name and lookup.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,13 +10,13 @@ use crate::{
     args::Query,
     metrics::DnsMetrics,
     resolve::{Resolver, ResolverSettings},
-    watch::{Refresh, answers},
+    shared::Loops,
+    watch::Refresh,
 };
 
 /// A registry that reads endpoints from DNS records.
 pub struct DnsRegistry {
-    resolver: Arc<Resolver>,
-    refresh: Refresh,
+    loops: Loops,
     metrics: DnsMetrics,
 }
 
@@ -44,10 +43,11 @@ impl DnsRegistry {
                 "--max-ttl {max_ttl:?} is below --min-ttl {min_ttl:?}"
             )));
         }
+        let resolver = Arc::new(Resolver::new(settings).map_err(DnsSetupError)?);
+        let metrics = DnsMetrics::default();
         Ok(Self {
-            resolver: Arc::new(Resolver::new(settings).map_err(DnsSetupError)?),
-            refresh: Refresh { min_ttl, max_ttl },
-            metrics: DnsMetrics::default(),
+            loops: Loops::new(resolver, metrics.clone(), Refresh { min_ttl, max_ttl }),
+            metrics,
         })
     }
 
@@ -72,12 +72,6 @@ impl Registry for DnsRegistry {
                 }));
             }
         };
-        answers(
-            self.resolver.clone(),
-            self.metrics.clone(),
-            self.refresh,
-            target.service.clone(),
-            query,
-        )
+        self.loops.watch(&target.service, query)
     }
 }

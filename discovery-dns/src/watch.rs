@@ -1,5 +1,5 @@
-//! The resolution loop of one watched name: resolve, yield the answer when it
-//! differs from the last one, sleep until the TTL runs out, again.
+//! The resolution loop of one watched name: resolve, publish the outcome when
+//! it differs from the last one, sleep until the TTL runs out, again.
 //!
 //! An SRV round asks for the SRV records, then for the addresses of targets
 //! whose addresses did not come with the answer, and keeps each target's last
@@ -12,31 +12,38 @@ use std::{
     time::Duration,
 };
 
-use discovery_core::{Answer, Backoff, RegistryError};
-use futures_util::{
-    StreamExt,
-    future::join_all,
-    stream::{self, BoxStream},
-};
+use discovery_core::{Backoff, Endpoint};
+use futures_util::future::join_all;
 use hickory_resolver::proto::rr::Name;
-use tokio::time::Instant;
+use tokio::sync::watch;
 
 use crate::{
-    args::{Families, Query},
+    args::{Families, Lookup},
     metrics::DnsMetrics,
     resolve::{Addrs, LookupError, Resolver, key},
-    select::{TargetAddrs, address_endpoints, clamp_ttl, jittered, select_srv},
+    select::{TargetAddrs, clamp_ttl, jittered, select_srv},
 };
 
-/// Refresh bounds shared by every watch.
+/// Refresh bounds shared by every loop.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Refresh {
     pub(crate) min_ttl: Duration,
     pub(crate) max_ttl: Duration,
 }
 
-/// One round's outcome, as compared between rounds.
-type Outcome = Result<Answer, String>;
+/// What a round found, before the watch's own arguments apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    /// NXDOMAIN or NODATA.
+    NotFound,
+    /// The endpoints of an SRV answer.
+    Srv(Vec<Endpoint>),
+    /// The addresses of address records.
+    Addresses(Vec<IpAddr>),
+}
+
+/// One round's outcome: what was found, or why nothing could be.
+pub(crate) type Outcome = Result<Resolved, String>;
 
 struct Loop {
     resolver: Arc<Resolver>,
@@ -44,99 +51,77 @@ struct Loop {
     refresh: Refresh,
     service: String,
     name: Name,
-    query: Query,
+    lookup: Lookup,
     backoff: Backoff,
-    next_at: Option<Instant>,
-    last: Option<Outcome>,
     /// Last addresses of each SRV target, for rounds where its lookup fails.
     known: BTreeMap<String, Vec<IpAddr>>,
     /// Targets dropped in the last round, logged when they change.
     dropped: Vec<String>,
 }
 
-/// The stream of answers for one watched name.
-pub(crate) fn answers(
+/// Resolves `service` until aborted, publishing each outcome that differs
+/// from the last one.
+pub(crate) async fn run(
     resolver: Arc<Resolver>,
     metrics: DnsMetrics,
     refresh: Refresh,
     service: String,
-    query: Query,
-) -> BoxStream<'static, Result<Answer, RegistryError>> {
+    lookup: Lookup,
+    tx: watch::Sender<Option<Outcome>>,
+) {
     let name = match Name::from_utf8(&service) {
         Ok(n) => n,
         Err(e) => {
-            let err = RegistryError::new(format!("{service:?} is not a DNS name: {e}"));
-            return stream::once(async move { Err(err) })
-                .chain(stream::pending())
-                .boxed();
+            tx.send_replace(Some(Err(format!("{service:?} is not a DNS name: {e}"))));
+            return;
         }
     };
-    let state = Loop {
+    let mut state = Loop {
         resolver,
         metrics,
         refresh,
         service,
         name,
-        query,
+        lookup,
         backoff: Backoff::new(
             refresh.min_ttl,
             refresh.max_ttl.min(Duration::from_secs(30)),
         ),
-        next_at: None,
-        last: None,
         known: BTreeMap::new(),
         dropped: Vec::new(),
     };
-    stream::unfold(state, |mut s| async move {
-        let item = s.next().await;
-        Some((item, s))
-    })
-    .boxed()
+    loop {
+        let (outcome, wait) = state.round().await;
+        state.metrics.refresh_in(&state.service, wait);
+        tx.send_if_modified(|current| {
+            let changed = current.as_ref() != Some(&outcome);
+            if changed {
+                *current = Some(outcome);
+            }
+            changed
+        });
+        tokio::time::sleep(wait).await;
+    }
 }
 
 // === impl Loop ===
 
 impl Loop {
-    /// Resolves until the outcome differs from the last one yielded.
-    async fn next(&mut self) -> Result<Answer, RegistryError> {
-        loop {
-            if let Some(at) = self.next_at {
-                tokio::time::sleep_until(at).await;
-            }
-            let (outcome, wait) = self.round().await;
-            self.metrics.refresh_in(&self.service, wait);
-            self.next_at = Some(Instant::now() + wait);
-            if self.last.as_ref() != Some(&outcome) {
-                self.last = Some(outcome.clone());
-                return outcome.map_err(RegistryError::new);
-            }
-        }
-    }
-
     /// One resolution, and how long to wait before the next.
     async fn round(&mut self) -> (Outcome, Duration) {
         self.resolver.forget();
-        let result = match self.query {
-            Query::Addresses {
-                families,
-                port,
-                weight,
-            } => self
+        let result = match self.lookup {
+            Lookup::Addresses(families) => self
                 .resolver
                 .addresses(&self.name, families)
                 .await
-                .map(|a| {
-                    (
-                        Answer::Found(address_endpoints(&a.ips, port, weight)),
-                        a.ttl,
-                    )
-                }),
-            Query::Srv { targets } => self.srv_round(targets).await,
+                .map(|a| (Resolved::Addresses(a.ips), a.ttl)),
+            Lookup::Srv(targets) => self.srv_round(targets).await,
         };
         match result {
-            Ok((answer, ttl)) => {
+            Ok((resolved, ttl)) => {
                 self.backoff.reset();
-                (Ok(answer), self.ttl_wait(ttl))
+                (Ok(resolved), self.ttl_wait(ttl))
             }
             Err(LookupError::NotFound {
                 nxdomain,
@@ -145,7 +130,7 @@ impl Loop {
                 self.backoff.reset();
                 tracing::debug!(name = %self.service, nxdomain, "name not found");
                 (
-                    Ok(Answer::NotFound),
+                    Ok(Resolved::NotFound),
                     self.ttl_wait(negative_ttl.unwrap_or(0)),
                 )
             }
@@ -156,7 +141,7 @@ impl Loop {
         }
     }
 
-    async fn srv_round(&mut self, families: Families) -> Result<(Answer, u32), LookupError> {
+    async fn srv_round(&mut self, families: Families) -> Result<(Resolved, u32), LookupError> {
         let answer = self.resolver.srv(&self.name).await?;
         let mut ttl = answer.ttl;
         // Each distinct target once: from the additional section when it
@@ -222,7 +207,7 @@ impl Loop {
             .collect();
         let selection = select_srv(&records).map_err(LookupError::Failed)?;
         self.report_dropped(selection.dropped);
-        Ok((Answer::Found(selection.endpoints), ttl))
+        Ok((Resolved::Srv(selection.endpoints), ttl))
     }
 
     /// Logs dropped targets when they change; counts them every round.

@@ -225,6 +225,24 @@ async fn address_records_serve_on_the_watch_port() -> Result<()> {
             "{:?}",
             v4.set()
         );
+        // Another port of the same name shares the first watch's loop: three
+        // registry watches, two resolution loops (A+AAAA, and A).
+        let mut other =
+            Subscriber::watch_with(adapter.grpc(), &name, args(&[("port", "9090")])).await?;
+        other.recv_change(Duration::from_secs(10)).await?;
+        ensure!(other.set().len() == 3 && other.set().contains_key("[::1]:9090"));
+        wait_for_metrics(
+            adapter.metrics(),
+            Duration::from_secs(5),
+            "3 watches over 2 resolution loops",
+            "discovery_dns_loops",
+            |m| {
+                m.get("discovery_watches", &[]) == Some(3.0)
+                    && m.get("discovery_dns_loops", &[]) == Some(2.0)
+            },
+        )
+        .await?;
+        drop(other);
         bind.update(&format!("update add web.{ZONE} 1 A 127.0.0.3"))
             .await?;
         v4.wait_for(Duration::from_secs(2) + SLACK, true, "127.0.0.3", |s| {
