@@ -41,6 +41,9 @@ pub struct ResolverSettings {
 /// A resolver that always asks the servers.
 pub(crate) struct Resolver {
     inner: TokioResolver,
+    /// Search domains (the system's `domain` last), for relative names.
+    search: Vec<Name>,
+    ndots: usize,
 }
 
 /// Address records of one name.
@@ -71,8 +74,11 @@ pub(crate) enum LookupError {
     },
     /// The answer is unusable for good (a CNAME loop).
     Bad(String),
-    /// The servers could not be asked or failed (timeout, SERVFAIL, REFUSED).
+    /// The servers could not be asked or failed (timeout, SERVFAIL).
     Failed(String),
+    /// The server refused the query (REFUSED): a failure for the name asked,
+    /// but for one candidate of a search list only "not here".
+    Refused(String),
 }
 
 // === impl Resolver ===
@@ -118,12 +124,24 @@ impl Resolver {
         opts.cache_size = 0;
         opts.use_hosts_file = ResolveHosts::Never;
         opts.preserve_intermediates = true;
-        let config = ResolverConfig::from_parts(domain, search, servers);
+        let ndots = opts.ndots;
+        let mut suffixes = search;
+        if let Some(d) = domain
+            && !suffixes.contains(&d)
+        {
+            suffixes.push(d);
+        }
+        // The search list is applied here, name by name (see `search`).
+        let config = ResolverConfig::from_parts(None, Vec::new(), servers);
         let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
             .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            search: suffixes,
+            ndots,
+        })
     }
 
     /// Forgets anything a lookup left behind, so that the next ones ask the
@@ -138,6 +156,71 @@ impl Resolver {
         name: &Name,
         families: Families,
     ) -> Result<Addrs, LookupError> {
+        self.search(
+            name,
+            |n| async move { self.addresses_of(&n, families).await },
+        )
+        .await
+    }
+
+    /// The SRV records of `name`.
+    pub(crate) async fn srv(&self, name: &Name) -> Result<SrvAnswer, LookupError> {
+        self.search(name, |n| async move { self.srv_of(&n).await })
+            .await
+    }
+
+    /// Looks a name up as the system's resolver does: a name with a final
+    /// dot as it is; a relative one with each search domain, and as it is
+    /// (first when it has more labels than `ndots`, else last). The first
+    /// candidate with records wins; NXDOMAIN, NODATA and REFUSED move on to
+    /// the next; a timeout or SERVFAIL stops there (the set is kept rather
+    /// than another name served). Unlike hickory's own search, which returns
+    /// the last candidate's error, a NODATA before a REFUSED stays NODATA.
+    async fn search<T, F, Fut>(&self, name: &Name, lookup: F) -> Result<T, LookupError>
+    where
+        F: Fn(Name) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LookupError>>,
+    {
+        let mut not_found = None;
+        let mut refused = None;
+        for candidate in self.candidates(name) {
+            match lookup(candidate).await {
+                Ok(t) => return Ok(t),
+                Err(e @ LookupError::NotFound { .. }) => {
+                    not_found.get_or_insert(e);
+                }
+                Err(e @ LookupError::Refused(_)) => {
+                    refused.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(not_found
+            .or(refused)
+            .unwrap_or_else(|| LookupError::Failed(format!("{name} gives no name to ask"))))
+    }
+
+    /// The names to ask for `name`, in order.
+    fn candidates(&self, name: &Name) -> Vec<Name> {
+        let mut absolute = name.clone();
+        absolute.set_fqdn(true);
+        if name.is_fqdn() || self.search.is_empty() {
+            return vec![absolute];
+        }
+        let mut names: Vec<Name> = self
+            .search
+            .iter()
+            .filter_map(|d| name.clone().append_domain(d).ok())
+            .collect();
+        if usize::from(name.num_labels()) > self.ndots {
+            names.insert(0, absolute);
+        } else {
+            names.push(absolute);
+        }
+        names
+    }
+
+    async fn addresses_of(&self, name: &Name, families: Families) -> Result<Addrs, LookupError> {
         match (families.v4, families.v6) {
             (true, false) => self.address_type(name, RecordType::A).await,
             (false, true) => self.address_type(name, RecordType::AAAA).await,
@@ -151,8 +234,7 @@ impl Resolver {
         }
     }
 
-    /// The SRV records of `name`.
-    pub(crate) async fn srv(&self, name: &Name) -> Result<SrvAnswer, LookupError> {
+    async fn srv_of(&self, name: &Name) -> Result<SrvAnswer, LookupError> {
         let lookup = match self.inner.lookup(name.clone(), RecordType::SRV).await {
             Ok(l) => l,
             Err(e) => return Err(self.classify(name, RecordType::SRV, e).await),
@@ -237,6 +319,9 @@ impl Resolver {
             {
                 LookupError::Bad(format!("CNAME loop: {chain}"))
             }
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => {
+                LookupError::Refused(format!("{rt} lookup of {name} refused by the server"))
+            }
             e => LookupError::Failed(format!("{rt} lookup of {name} failed: {e}")),
         }
     }
@@ -302,6 +387,7 @@ fn merge(
     match (a, aaaa) {
         (Err(e @ Failed(_)), _) | (_, Err(e @ Failed(_))) => Err(e),
         (Err(e @ Bad(_)), _) | (_, Err(e @ Bad(_))) => Err(e),
+        (Err(e @ Refused(_)), _) | (_, Err(e @ Refused(_))) => Err(e),
         (Ok(mut x), Ok(y)) => {
             x.ips.extend(y.ips);
             x.ttl = x.ttl.min(y.ttl);
@@ -360,6 +446,40 @@ mod tests {
         assert_eq!(merge(addrs(&["10.0.0.1"], 30), failed.clone()), failed);
         let bad = Err(LookupError::Bad("CNAME loop".into()));
         assert_eq!(merge(bad.clone(), addrs(&["::1"], 1)), bad);
+    }
+
+    #[tokio::test]
+    async fn relative_names_get_the_search_domains_as_the_system_gives_them() {
+        let settings = ResolverSettings {
+            nameservers: vec!["127.0.0.1:9".parse().unwrap()],
+            search: vec!["svc.example".into(), "example".into()],
+            ndots: Some(1),
+            timeout: Duration::from_secs(1),
+            attempts: 0,
+        };
+        let r = Resolver::new(&settings).unwrap();
+        let names = |n: &str| -> Vec<String> {
+            r.candidates(&Name::from_utf8(n).unwrap())
+                .iter()
+                .map(Name::to_string)
+                .collect()
+        };
+        assert_eq!(names("web."), ["web."]);
+        assert_eq!(names("web"), ["web.svc.example.", "web.example.", "web."]);
+        assert_eq!(
+            names("_http._tcp"),
+            [
+                "_http._tcp.",
+                "_http._tcp.svc.example.",
+                "_http._tcp.example."
+            ]
+        );
+        let bad = ResolverSettings {
+            search: vec!["a..b".into()],
+            ..settings
+        };
+        let err = Resolver::new(&bad).err().unwrap();
+        assert!(err.contains("--search \"a..b\""), "{err}");
     }
 
     #[test]

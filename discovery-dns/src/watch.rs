@@ -134,7 +134,7 @@ impl Loop {
                     self.ttl_wait(negative_ttl.unwrap_or(0)),
                 )
             }
-            Err(LookupError::Bad(m) | LookupError::Failed(m)) => (
+            Err(LookupError::Bad(m) | LookupError::Failed(m) | LookupError::Refused(m)) => (
                 Err(format!("{}: {m}", self.service)),
                 self.backoff.next_delay(),
             ),
@@ -182,14 +182,16 @@ impl Loop {
                     TargetAddrs::Gone(format!("no {} records", families_label(families)))
                 }
                 Err(LookupError::Bad(m)) => TargetAddrs::Gone(m),
-                Err(LookupError::Failed(m)) => match self.known.get(&target) {
-                    Some(ips) => {
-                        tracing::warn!(name = %self.service, %target, error = %m,
+                Err(LookupError::Failed(m) | LookupError::Refused(m)) => {
+                    match self.known.get(&target) {
+                        Some(ips) => {
+                            tracing::warn!(name = %self.service, %target, error = %m,
                             "target lookup failed; keeping its last addresses");
-                        TargetAddrs::Found(ips.clone())
+                            TargetAddrs::Found(ips.clone())
+                        }
+                        None => TargetAddrs::Failed(m),
                     }
-                    None => TargetAddrs::Failed(m),
-                },
+                }
             };
             resolved.insert(target, addrs);
         }

@@ -393,3 +393,30 @@ async fn only_the_lowest_priority_group_that_resolves_is_served() -> Result<()> 
     };
     adapter.explain(bind.explain(result.await))
 }
+
+/// Names without a final dot get the search domains as the system's
+/// resolver applies them: with `--search tributary.test`, `web` and
+/// `_web._tcp` are found in the zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_domains_complete_relative_names() -> Result<()> {
+    let bind = Bind::start("web IN A 127.0.0.1\n_web._tcp IN SRV 0 1 9001 web\n").await?;
+    let adapter = start_dns_adapter(bind.addr(), &["--search", "tributary.test"]).await?;
+    let result = async {
+        let mut a = Subscriber::watch_with(adapter.grpc(), "web", args(&[("port", "80")])).await?;
+        a.recv_change(Duration::from_secs(10)).await?;
+        ensure!(
+            weights(&a) == pairs(&[("127.0.0.1:80", 1)]),
+            "{:?}",
+            a.set()
+        );
+        let mut srv = Subscriber::watch(adapter.grpc(), "_web._tcp").await?;
+        srv.recv_change(Duration::from_secs(10)).await?;
+        ensure!(
+            weights(&srv) == pairs(&[("127.0.0.1:9001", 1)]),
+            "{:?}",
+            srv.set()
+        );
+        Ok(())
+    };
+    adapter.explain(bind.explain(result.await))
+}
