@@ -34,7 +34,8 @@ pub(crate) enum TargetAddrs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Selection {
     pub(crate) endpoints: Vec<Endpoint>,
-    /// One line per target of the served group that gave no endpoints.
+    /// One line per target left out: of the served group, and of the lower
+    /// groups skipped because none of their targets resolved.
     pub(crate) dropped: Vec<String>,
 }
 
@@ -97,10 +98,11 @@ pub(crate) fn select_srv(records: &[(SrvRecord, TargetAddrs)]) -> Result<Selecti
                 dropped.join("; ")
             ));
         }
-        skipped.push(format!(
-            "priority {priority} skipped, no target resolves ({})",
-            dropped.join("; ")
-        ));
+        skipped.extend(
+            dropped
+                .into_iter()
+                .map(|d| format!("{d} (priority {priority})")),
+        );
     }
     if groups.is_empty() {
         return Ok(Selection {
@@ -207,11 +209,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ids(&s), [("10.0.0.9:80".to_string(), Some(1))]);
-        assert!(
-            s.dropped[0].contains("priority 10 skipped"),
-            "{:?}",
-            s.dropped
-        );
+        assert_eq!(s.dropped, ["target gone.: NXDOMAIN (priority 10)"]);
     }
 
     #[test]
@@ -252,9 +250,10 @@ mod tests {
             ),
         ])
         .unwrap_err();
-        assert!(
-            err.contains("x.: NXDOMAIN") && err.contains("y.: no address"),
-            "{err}"
+        assert_eq!(
+            err,
+            "no SRV target resolves: target x.: NXDOMAIN (priority 0); \
+             target y.: no address records (priority 1)"
         );
     }
 
