@@ -100,7 +100,7 @@ impl Resolver {
                 ResolverOpts::default(),
             )
         };
-        let (domain, mut search, servers) = config.into_parts();
+        let (mut domain, mut search, servers) = config.into_parts();
         if servers.is_empty() {
             return Err("/etc/resolv.conf names no nameserver; give --nameserver".into());
         }
@@ -114,6 +114,8 @@ impl Resolver {
                     Ok(n)
                 })
                 .collect::<Result<_, String>>()?;
+            // Given search domains replace the system's list, `domain` too.
+            domain = None;
         }
         if let Some(n) = s.ndots {
             opts.ndots = n;
