@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod bind;
 mod conformance;
 mod endpoint_file;
 mod fault;
@@ -22,6 +23,10 @@ mod temp_file;
 
 pub use self::{
     backend::{Backend, closed_port, service_file},
+    bind::{
+        Bind, DNS_CONTROL_RECORDS, DnsControl, ZONE, install_tool, start_dns_adapter,
+        wait_for_status,
+    },
     conformance::{
         CheckResult, Outcome, RegistryControl, Report, SuiteOptions, TestEndpoint, run_suite,
     },
