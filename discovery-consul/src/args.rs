@@ -83,9 +83,7 @@ impl WatchArgs {
         let mut out = Self::default();
         for (key, value) in args {
             let v = value.trim();
-            let bad = |what: &str| {
-                InvalidTarget(format!("watch argument {key}={value:?}: {what}"))
-            };
+            let bad = |what: &str| InvalidTarget(format!("watch argument {key}={value:?}: {what}"));
             match key.as_str() {
                 "dc" => out.dc = Some(non_empty(v).ok_or_else(|| bad("empty"))?),
                 "tag" => {
@@ -113,16 +111,12 @@ impl WatchArgs {
                     )
                 }
                 "zone_key" => out.zone_key = Some(non_empty(v).ok_or_else(|| bad("empty"))?),
-                "address" => {
-                    out.address = match v {
-                        "service" => AddressChoice::Service,
-                        _ => AddressChoice::Tagged(
-                            TAGGED.into_iter().find(|t| *t == v).ok_or_else(|| {
-                                bad("use service, lan, wan, lan_ipv4, lan_ipv6, wan_ipv4 or wan_ipv6")
-                            })?,
-                        ),
-                    }
-                }
+                "address" => out.address = match v {
+                    "service" => AddressChoice::Service,
+                    _ => AddressChoice::Tagged(TAGGED.into_iter().find(|t| *t == v).ok_or_else(
+                        || bad("use service, lan, wan, lan_ipv4, lan_ipv6, wan_ipv4 or wan_ipv6"),
+                    )?),
+                },
                 _ => {
                     return Err(InvalidTarget(format!(
                         "unknown watch argument {key:?} (known: {KEYS})"
@@ -156,7 +150,11 @@ impl WatchArgs {
     /// partition and consistency. `/v1/catalog/services` takes these.
     pub(crate) fn scope_query(&self, default: Consistency) -> Vec<(&'static str, String)> {
         let mut q = Vec::new();
-        for (k, v) in [("dc", &self.dc), ("ns", &self.ns), ("partition", &self.partition)] {
+        for (k, v) in [
+            ("dc", &self.dc),
+            ("ns", &self.ns),
+            ("partition", &self.partition),
+        ] {
             if let Some(v) = v {
                 q.push((k, v.clone()));
             }
@@ -232,7 +230,10 @@ mod tests {
         assert_eq!(a.address, AddressChoice::Tagged("wan"));
         let q = a.health_query(Consistency::Default);
         let has = |k: &str, v: &str| q.iter().any(|(qk, qv)| *qk == k && qv == v);
-        assert!(has("dc", "eu") && has("tag", "v2") && has("tag", "blue"), "{q:?}");
+        assert!(
+            has("dc", "eu") && has("tag", "v2") && has("tag", "blue"),
+            "{q:?}"
+        );
         assert!(has("passing", "true") && has("stale", "") && has("near", "_agent"));
         assert!(has("filter", "Service.Meta.x == y"));
         // The adapter's default applies when the watch names none.
@@ -254,7 +255,9 @@ mod tests {
             let err = WatchArgs::parse(&args(&[(k, v)])).unwrap_err().to_string();
             assert!(err.contains(want), "{k}={v}: {err}");
         }
-        let err = parse_list_args(&args(&[("tag", "x")])).unwrap_err().to_string();
+        let err = parse_list_args(&args(&[("tag", "x")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ListServices argument \"tag\""), "{err}");
         assert!(parse_list_args(&args(&[("dc", "x")])).is_ok());
     }

@@ -55,6 +55,8 @@ pub struct ConfigError(String);
 /// A good answer: the body and its `X-Consul-Index`.
 #[derive(Debug)]
 pub(crate) struct Reply {
+    /// The call that got it (`GET /v1/… at http://…`), for error messages.
+    pub(crate) call: String,
     /// `X-Consul-Index`, if the answer had one (negative reads as 0).
     pub(crate) index: Option<u64>,
     /// The whole body.
@@ -118,7 +120,10 @@ impl ConsulClient {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(cfg.request_timeout)
-            .user_agent(concat!("tributary-discovery-consul/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!(
+                "tributary-discovery-consul/",
+                env!("CARGO_PKG_VERSION")
+            ));
         if let Some(ca) = &cfg.ca_file {
             let pem = read(ca, "--ca-file")?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -189,13 +194,14 @@ impl ConsulClient {
             }
             match req.send().await {
                 Ok(resp) => {
-                    let result = self.read(resp).await.map_err(|what| CallError {
+                    let result = self.read(resp, &call).await.map_err(|what| CallError {
                         call: call.clone(),
                         what,
                     });
                     // A bad answer sends the next call to the next agent.
                     let next = if result.is_ok() { n } else { n + 1 };
-                    self.current.store(next % self.bases.len(), Ordering::Relaxed);
+                    self.current
+                        .store(next % self.bases.len(), Ordering::Relaxed);
                     return result;
                 }
                 Err(e) if e.is_connect() && i + 1 < self.bases.len() => {
@@ -223,7 +229,7 @@ impl ConsulClient {
     }
 
     /// Reads a response: a 200 with its body whole and within the limit.
-    async fn read(&self, mut resp: reqwest::Response) -> Result<Reply, String> {
+    async fn read(&self, mut resp: reqwest::Response, call: &str) -> Result<Reply, String> {
         let status = resp.status();
         let index = match resp.headers().get("x-consul-index") {
             None => None,
@@ -285,6 +291,7 @@ impl ConsulClient {
             return Err(format!("Consul answered {status}: {text}"));
         }
         Ok(Reply {
+            call: call.to_string(),
             index,
             body: body.into(),
         })
@@ -329,8 +336,8 @@ fn parse_address(a: &str) -> Result<Url, ConfigError> {
     } else {
         format!("http://{a}")
     };
-    let url = Url::parse(&with_scheme)
-        .map_err(|e| ConfigError(format!("Consul address {a:?}: {e}")))?;
+    let url =
+        Url::parse(&with_scheme).map_err(|e| ConfigError(format!("Consul address {a:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ConfigError(format!(
             "Consul address {a:?}: use http://host:port, https://host:port or host:port"

@@ -268,13 +268,31 @@ mod tests {
     fn node_and_service_checks_both_count() {
         let cases = [
             (vec![], Worst::Passing),
-            (vec![check("serfHealth", "passing"), check("a", "passing")], Worst::Passing),
-            (vec![check("serfHealth", "passing"), check("a", "warning")], Worst::Warning),
-            (vec![check("serfHealth", "critical"), check("a", "passing")], Worst::Critical),
-            (vec![check("serfHealth", "warning"), check("a", "critical")], Worst::Critical),
-            (vec![check("_node_maintenance", "critical")], Worst::Maintenance),
             (
-                vec![check("_service_maintenance:web1", "critical"), check("a", "critical")],
+                vec![check("serfHealth", "passing"), check("a", "passing")],
+                Worst::Passing,
+            ),
+            (
+                vec![check("serfHealth", "passing"), check("a", "warning")],
+                Worst::Warning,
+            ),
+            (
+                vec![check("serfHealth", "critical"), check("a", "passing")],
+                Worst::Critical,
+            ),
+            (
+                vec![check("serfHealth", "warning"), check("a", "critical")],
+                Worst::Critical,
+            ),
+            (
+                vec![check("_node_maintenance", "critical")],
+                Worst::Maintenance,
+            ),
+            (
+                vec![
+                    check("_service_maintenance:web1", "critical"),
+                    check("a", "critical"),
+                ],
                 Worst::Critical,
             ),
             (vec![check("a", "unheard-of")], Worst::Critical),
@@ -304,7 +322,12 @@ mod tests {
 
     #[test]
     fn malformed_answers_are_errors_and_nulls_are_empty() {
-        for bad in [&b"{"[..], b"[{\"Node\": 1}]", b"{\"a\": []}", b"[{\"Service\": {}}]"] {
+        for bad in [
+            &b"{"[..],
+            b"[{\"Node\": 1}]",
+            b"{\"a\": []}",
+            b"[{\"Service\": {}}]",
+        ] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let e = parse(

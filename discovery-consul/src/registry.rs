@@ -9,9 +9,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use discovery_core::{
-    Answer, Backoff, InvalidTarget, ListError, Registry, RegistryError, Target,
-};
+use discovery_core::{Answer, Backoff, InvalidTarget, ListError, Registry, RegistryError, Target};
 use futures_util::{StreamExt, stream::BoxStream};
 use tokio::time::Instant;
 
@@ -176,7 +174,7 @@ impl Watch {
             .get(&["health", "service", &self.service], &query, blocking)
             .await
             .map_err(|e| RegistryError::new(e.to_string()))?;
-        let call = format!("GET /v1/health/service/{}", self.service);
+        let call = &reply.call;
         let index = reply.index.ok_or_else(|| {
             RegistryError::new(format!("{call}: the answer has no X-Consul-Index header"))
         })?;
@@ -211,10 +209,14 @@ async fn catalog_services(
     consistency: Consistency,
 ) -> Result<BTreeMap<String, serde_json::Value>, ListError> {
     let reply = client
-        .get(&["catalog", "services"], &args.scope_query(consistency), None)
+        .get(
+            &["catalog", "services"],
+            &args.scope_query(consistency),
+            None,
+        )
         .await
         .map_err(|e| RegistryError::new(e.to_string()))?;
     serde_json::from_slice(&reply.body).map_err(|e| {
-        RegistryError::new(format!("GET /v1/catalog/services: malformed JSON answer: {e}")).into()
+        RegistryError::new(format!("{}: malformed JSON answer: {e}", reply.call)).into()
     })
 }

@@ -130,7 +130,9 @@ impl Consul {
         let mut consul = Self {
             process: None,
             ports: ConsulPorts::free()?,
-            dir: tempfile::Builder::new().prefix("tributary-consul-").tempdir()?,
+            dir: tempfile::Builder::new()
+                .prefix("tributary-consul-")
+                .tempdir()?,
             generation: 0,
             http,
         };
@@ -186,12 +188,22 @@ impl Consul {
                 "grpc": -1, "https": -1,
             },
         });
-        let config_path = self.dir.path().join(format!("consul-{}.json", self.generation));
+        let config_path = self
+            .dir
+            .path()
+            .join(format!("consul-{}.json", self.generation));
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)?;
         let mut cmd = Command::new(consul_binary()?);
-        cmd.args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1"])
-            .arg("-config-file")
-            .arg(&config_path);
+        cmd.args([
+            "agent",
+            "-dev",
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+        ])
+        .arg("-config-file")
+        .arg(&config_path);
         let process = Process::spawn("consul", cmd)?;
         self.process = Some(process);
         self.wait_leader().await
@@ -217,7 +229,10 @@ impl Consul {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("consul at {} had no leader within {START_TIMEOUT:?}", self.url());
+                bail!(
+                    "consul at {} had no leader within {START_TIMEOUT:?}",
+                    self.url()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -266,12 +281,14 @@ impl Consul {
 
     /// Deregisters service instance `id`.
     pub async fn deregister(&self, id: &str) -> Result<()> {
-        self.agent_put(&format!("service/deregister/{id}"), None).await
+        self.agent_put(&format!("service/deregister/{id}"), None)
+            .await
     }
 
     /// Sets TTL check `check_id` to `pass`, `warn` or `fail`.
     pub async fn set_check(&self, check_id: &str, state: &str) -> Result<()> {
-        self.agent_put(&format!("check/{state}/{check_id}"), None).await
+        self.agent_put(&format!("check/{state}/{check_id}"), None)
+            .await
     }
 
     /// The agent's standard error so far, for failure messages.

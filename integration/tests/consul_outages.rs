@@ -37,13 +37,13 @@ async fn wait_status(s: &mut Subscriber, state: pb::SyncState) -> Result<String>
 async fn a_stopped_agent_is_stale_and_a_fresh_one_gives_a_fresh_set() -> Result<()> {
     let mut consul = Consul::start().await?;
     for (id, port) in [("web-1", 42_001), ("web-2", 42_002)] {
-        consul
-            .register_ttl("web", id, "127.0.0.1", port, 1)
-            .await?;
+        consul.register_ttl("web", id, "127.0.0.1", port, 1).await?;
     }
     // Pad the index, so that the fresh agent's is clearly lower.
     for i in 0..20 {
-        consul.set_check("web-1-ttl", if i % 2 == 0 { "warn" } else { "pass" }).await?;
+        consul
+            .set_check("web-1-ttl", if i % 2 == 0 { "warn" } else { "pass" })
+            .await?;
     }
     // A short back-off ceiling: the agent's return is seen within a second.
     let adapter = Adapter::start_binary(
@@ -62,7 +62,11 @@ async fn a_stopped_agent_is_stale_and_a_fresh_one_gives_a_fresh_set() -> Result<
         message.contains("GET /v1/health/service/web") && message.contains(&consul.url()),
         "the STALE message should name the call and the agent: {message:?}"
     );
-    ensure!(ids(&sub) == before, "a STALE stream kept {:?}, not {before:?}", ids(&sub));
+    ensure!(
+        ids(&sub) == before,
+        "a STALE stream kept {:?}, not {before:?}",
+        ids(&sub)
+    );
 
     // Back on the same ports with fresh data: another instance only.
     consul.start_again().await?;
@@ -82,9 +86,12 @@ async fn a_stopped_agent_is_stale_and_a_fresh_one_gives_a_fresh_set() -> Result<
         .register_ttl("web", "web-10", "127.0.0.1", 42_010, 1)
         .await?;
     adapter.explain(
-        sub.wait_for(DEADLINE, false, "an instance added after the restart", |s| {
-            s.len() == 2 && s.contains_key("tributary-test/web-10")
-        })
+        sub.wait_for(
+            DEADLINE,
+            false,
+            "an instance added after the restart",
+            |s| s.len() == 2 && s.contains_key("tributary-test/web-10"),
+        )
         .await,
     )?;
     Ok(())
@@ -120,10 +127,14 @@ async fn an_unknown_datacenter_and_bad_arguments_are_clear_errors() -> Result<()
         line.contains("GET /v1/health/service/web") && line.contains("500"),
         "the log should name the call and Consul's answer: {line:?}\n{log}"
     );
-    let errors = integration::scrape(adapter.metrics())
-        .await?
-        .get("discovery_registry_errors_total", &[("service", "web{dc=no-such-dc}")]);
-    ensure!(errors.is_some_and(|n| n >= 1.0), "registry errors: {errors:?}");
+    let errors = integration::scrape(adapter.metrics()).await?.get(
+        "discovery_registry_errors_total",
+        &[("service", "web{dc=no-such-dc}")],
+    );
+    ensure!(
+        errors.is_some_and(|n| n >= 1.0),
+        "registry errors: {errors:?}"
+    );
 
     for (k, v, want) in [
         ("tags", "x", "unknown watch argument"),

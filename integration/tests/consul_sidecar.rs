@@ -81,8 +81,10 @@ async fn a_registration_reaches_the_sidecar_and_the_time_is_reported() -> Result
             .await?;
         let registered = Instant::now();
         let want = format!("tributary-test/{id}");
-        sub.wait_for(DEADLINE, true, "the new instance", |s| s.contains_key(&want))
-            .await?;
+        sub.wait_for(DEADLINE, true, "the new instance", |s| {
+            s.contains_key(&want)
+        })
+        .await?;
         to_subscriber.push(registered.elapsed());
         let deadline = registered + DEADLINE;
         loop {
@@ -92,7 +94,10 @@ async fn a_registration_reaches_the_sidecar_and_the_time_is_reported() -> Result
                 break;
             }
             if Instant::now() > deadline {
-                bail!("{addr} did not reach the sidecar within {DEADLINE:?}: {}", u.0);
+                bail!(
+                    "{addr} did not reach the sidecar within {DEADLINE:?}: {}",
+                    u.0
+                );
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
