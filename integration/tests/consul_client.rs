@@ -91,3 +91,44 @@ async fn the_token_is_sent_and_never_logged() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_services_reads_the_catalog() -> Result<()> {
+    use tributary_proto::v1::ListServicesRequest;
+    let consul = Consul::start().await?;
+    consul
+        .register_ttl("web", "web-1", "127.0.0.1", 45_001, 1)
+        .await?;
+    consul
+        .register_ttl("db", "db-1", "127.0.0.1", 45_002, 1)
+        .await?;
+    let adapter =
+        Adapter::start_binary("discovery-consul", &["--consul-addr", &consul.url()]).await?;
+    let mut client = integration::connect(adapter.grpc()).await?;
+    let services = client
+        .list_services(ListServicesRequest::default())
+        .await?
+        .into_inner()
+        .services;
+    ensure!(services == ["consul", "db", "web"], "{services:?}");
+    let bad = ListServicesRequest {
+        args: [("tag".to_string(), "x".to_string())].into(),
+    };
+    let err = client.list_services(bad).await.expect_err("refused");
+    ensure!(
+        err.code() == tonic::Code::InvalidArgument && err.message().contains("\"tag\""),
+        "{err:?}"
+    );
+    let other_dc = ListServicesRequest {
+        args: [("dc".to_string(), "nowhere".to_string())].into(),
+    };
+    let err = client
+        .list_services(other_dc)
+        .await
+        .expect_err("unknown dc");
+    ensure!(
+        err.code() == tonic::Code::Unavailable && err.message().contains("No path to datacenter"),
+        "{err:?}"
+    );
+    Ok(())
+}
