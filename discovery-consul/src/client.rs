@@ -410,6 +410,129 @@ mod tests {
         assert!(err.contains("--ca-file /no/such/ca.pem"), "{err}");
     }
 
+    fn config(addresses: Vec<String>) -> ClientConfig {
+        ClientConfig {
+            addresses,
+            token: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            request_timeout: Duration::from_secs(5),
+            max_body: 1024,
+        }
+    }
+
+    /// A one-shot HTTP server that writes `raw` whatever it is asked, then
+    /// closes the connection.
+    async fn raw_server(raw: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn.write_all(&raw).await;
+            let _ = conn.flush().await;
+        });
+        format!("http://{addr}")
+    }
+
+    async fn get_raw(raw: &str) -> Result<Reply, CallError> {
+        let base = raw_server(raw.as_bytes().to_vec()).await;
+        ConsulClient::new(&config(vec![base]))
+            .unwrap()
+            .get(&["health", "service", "web"], &[], None)
+            .await
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_whole_within_the_limit() {
+        let ok = get_raw("HTTP/1.1 200 OK\r\nX-Consul-Index: 9\r\nContent-Length: 2\r\n\r\n[]")
+            .await
+            .unwrap();
+        assert_eq!((ok.index, &ok.body[..]), (Some(9), &b"[]"[..]));
+        assert!(
+            ok.call
+                .starts_with("GET /v1/health/service/web at http://127.0.0.1:")
+        );
+
+        let cut = get_raw("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[{\"Node\"")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            cut.contains("truncated or broken body after 8 bytes"),
+            "{cut}"
+        );
+
+        let declared = get_raw("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n[")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            declared.contains("body of 5000 bytes is over the limit of 1024"),
+            "{declared}"
+        );
+
+        let body = format!("[\"{}\"]", "x".repeat(2000));
+        let chunked = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        );
+        let streamed = get_raw(&chunked).await.unwrap_err().to_string();
+        assert!(
+            streamed.contains("over the limit of 1024 bytes"),
+            "{streamed}"
+        );
+
+        let index =
+            get_raw("HTTP/1.1 200 OK\r\nX-Consul-Index: soon\r\nContent-Length: 2\r\n\r\n[]")
+                .await
+                .unwrap_err()
+                .to_string();
+        assert!(index.contains("malformed X-Consul-Index header"), "{index}");
+
+        let denied =
+            get_raw("HTTP/1.1 403 Forbidden\r\nContent-Length: 17\r\n\r\nPermission denied")
+                .await
+                .unwrap_err()
+                .to_string();
+        assert!(
+            denied.ends_with("Consul answered 403 Forbidden: Permission denied"),
+            "{denied}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_agent_hands_over_to_the_next() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let live = raw_server(
+            b"HTTP/1.1 200 OK\r\nX-Consul-Index: 3\r\nContent-Length: 2\r\n\r\n[]".to_vec(),
+        )
+        .await;
+        let client = ConsulClient::new(&config(vec![dead.clone(), live.clone()])).unwrap();
+        let reply = client
+            .get(&["catalog", "services"], &[], None)
+            .await
+            .unwrap();
+        assert!(reply.call.ends_with(&live), "{}", reply.call);
+        // The agent that answered is asked first next time; when it is gone
+        // too, the error names the last and lists the unreachable ones.
+        let err = client
+            .get(&["catalog", "services"], &[], None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&live) && err.contains("also unreachable") && err.contains(&dead),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_token_never_shows() {
         let t = Token::new("s3cr3t-token\n");
