@@ -221,3 +221,52 @@ async fn an_index_going_backwards_is_followed_by_a_query_without_index() -> Resu
     );
     Ok(())
 }
+
+/// A server that answers every blocking query at once with the same index
+/// (a misbehaving proxy or server) is queried at most once per
+/// `--min-interval`, not in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_at_once_with_the_same_index_is_not_hammered() -> Result<()> {
+    let body = r#"[{"Node": {"Node": "n", "Address": "127.0.0.1", "Datacenter": "dc1"},
+                   "Service": {"ID": "web-1", "Port": 8080}, "Checks": []}]"#;
+    let stub = FaultStub::start(None, move |_| Fault::Reply {
+        status: 200,
+        headers: headers(),
+        body: body.into(),
+    })
+    .await?;
+    let adapter = Adapter::start_binary(
+        "discovery-consul",
+        &["--consul-addr", &stub.url(), "--min-interval", "200ms"],
+    )
+    .await?;
+    let mut sub = Subscriber::watch(adapter.grpc(), "web").await?;
+    sub.wait_for(DEADLINE, false, "web-1", |s| s.contains_key("n/web-1"))
+        .await?;
+    // Ten more queries: with the rate limit they span at least nine
+    // intervals (a lower bound the limiter guarantees; a tight loop would
+    // make them in milliseconds).
+    let start = stub.requests();
+    let began = std::time::Instant::now();
+    while stub.requests() < start + 10 {
+        ensure!(
+            began.elapsed() < DEADLINE,
+            "only {} queries within {DEADLINE:?}",
+            stub.requests() - start
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = began.elapsed();
+    ensure!(
+        took >= Duration::from_millis(9 * 200),
+        "10 queries in {took:?} with --min-interval 200ms"
+    );
+    ensure!(
+        sub.statuses().is_empty() && sub.version() == Some(1),
+        "an unchanged index must send nothing: version {:?}, statuses {:?}",
+        sub.version(),
+        sub.statuses()
+    );
+    println!("10 queries in {took:?}");
+    Ok(())
+}
