@@ -34,6 +34,8 @@ pub const CONSUL_NODE: &str = "tributary-test";
 pub struct Consul {
     process: Option<Process>,
     ports: ConsulPorts,
+    /// Config entries given by the test; `ports` entries add to the ports.
+    extra: Value,
     dir: tempfile::TempDir,
     generation: u32,
     http: reqwest::Client,
@@ -121,6 +123,12 @@ impl ConsulPorts {
 impl Consul {
     /// Starts an agent on free ports and waits until it leads.
     pub async fn start() -> Result<Self> {
+        Self::start_with(json!({})).await
+    }
+
+    /// Starts an agent with these config entries added (for example TLS
+    /// files and `"ports": {"https": N}`) and waits until it leads.
+    pub async fn start_with(extra: Value) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -130,6 +138,7 @@ impl Consul {
         let mut consul = Self {
             process: None,
             ports: ConsulPorts::free()?,
+            extra,
             dir: tempfile::Builder::new()
                 .prefix("tributary-consul-")
                 .tempdir()?,
@@ -177,7 +186,7 @@ impl Consul {
         let data = self.dir.path().join(format!("data-{}", self.generation));
         std::fs::create_dir_all(&data)?;
         let p = self.ports;
-        let config = json!({
+        let mut config = json!({
             "node_name": CONSUL_NODE,
             "data_dir": data,
             "disable_update_check": true,
@@ -188,6 +197,18 @@ impl Consul {
                 "grpc": -1, "https": -1,
             },
         });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), self.extra.as_object()) {
+            for (k, v) in extra {
+                match (k.as_str(), config.get_mut("ports"), v.as_object()) {
+                    ("ports", Some(Value::Object(ports)), Some(more)) => {
+                        ports.extend(more.clone());
+                    }
+                    _ => {
+                        config.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
         let config_path = self
             .dir
             .path()
