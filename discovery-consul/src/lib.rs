@@ -10,6 +10,7 @@ mod blocking;
 mod client;
 mod health;
 mod registry;
+mod reply;
 
 pub use self::{
     args::Consistency,
