@@ -15,7 +15,10 @@ use std::{
 
 use reqwest::Url;
 
-use crate::reply::{Reply, chain, read_reply};
+use crate::{
+    metrics::{ConsulMetrics, endpoint_label},
+    reply::{Reply, chain, read_reply},
+};
 
 /// How Consul is reached; the `discovery-consul` flags fill it in.
 #[derive(Clone, Debug)]
@@ -66,6 +69,7 @@ pub(crate) struct ConsulClient {
     token: Option<Token>,
     request_timeout: Duration,
     max_body: usize,
+    metrics: ConsulMetrics,
 }
 
 // === impl Token ===
@@ -146,6 +150,7 @@ impl ConsulClient {
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             request_timeout: cfg.request_timeout,
             max_body: cfg.max_body,
+            metrics: ConsulMetrics::default(),
         })
     }
 
@@ -156,6 +161,25 @@ impl ConsulClient {
     /// once; any other failure is returned, and the next call starts at the
     /// next address.
     pub(crate) async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&'static str, String)],
+        blocking: Option<(u64, Duration)>,
+    ) -> Result<Reply, CallError> {
+        let endpoint = endpoint_label(segments);
+        let _in_flight = self.metrics.start(endpoint);
+        let result = self.get_any(segments, query, blocking).await;
+        self.metrics.ended(endpoint, result.is_ok());
+        result
+    }
+
+    /// The call's metrics.
+    pub(crate) fn metrics(&self) -> &ConsulMetrics {
+        &self.metrics
+    }
+
+    /// [`get`](Self::get) from the first agent that can be reached.
+    async fn get_any(
         &self,
         segments: &[&str],
         query: &[(&'static str, String)],

@@ -9,11 +9,13 @@ mod args;
 mod blocking;
 mod client;
 mod health;
+mod metrics;
 mod registry;
 mod reply;
 
 pub use self::{
     args::Consistency,
     client::{ClientConfig, ConfigError, Token},
+    metrics::ConsulMetrics,
     registry::{ConsulRegistry, WatchOptions},
 };

@@ -122,7 +122,10 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(consul = ?args.consul_addr, wait = ?args.wait, "watching Consul");
-    match Adapter::new(registry, args.common).run().await {
+    let metrics = registry.metrics().clone();
+    let mut adapter = Adapter::new(registry, args.common);
+    metrics.register(adapter.metrics_registry());
+    match adapter.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

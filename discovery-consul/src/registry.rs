@@ -18,6 +18,7 @@ use crate::{
     blocking::{BlockingIndex, Step, jittered},
     client::{ClientConfig, ConfigError, ConsulClient},
     health::{Mapping, parse},
+    metrics::ConsulMetrics,
 };
 
 /// How every watch of the adapter behaves; the flags fill it in.
@@ -70,6 +71,12 @@ impl ConsulRegistry {
             client: Arc::new(ConsulClient::new(client)?),
             opts: Arc::new(opts),
         })
+    }
+
+    /// The metrics of this registry's Consul calls, to register with the
+    /// adapter's.
+    pub fn metrics(&self) -> &ConsulMetrics {
+        self.client.metrics()
     }
 }
 
@@ -181,6 +188,10 @@ impl Watch {
         let entries = parse(&reply.body)
             .map_err(|e| RegistryError::new(format!("{call}: malformed JSON answer: {e}")))?;
         let step = self.index.observe(index);
+        if matches!(step, Step::Backwards | Step::Zero) {
+            tracing::info!(service = %self.service, index, "X-Consul-Index went back or is 0; reading afresh");
+            self.client.metrics().index_reset();
+        }
         tracing::debug!(service = %self.service, index, ?step, entries = entries.len(), "consul answer");
         if !step.emits() {
             return Ok((step, None));

@@ -211,6 +211,10 @@ async fn an_index_going_backwards_is_followed_by_a_query_without_index() -> Resu
         health.iter().any(|u| !u.contains("index=")),
         "no fresh query without an index after the index went back: {health:?}"
     );
+    let resets = integration::scrape(adapter.metrics())
+        .await?
+        .get("consul_index_resets_total", &[]);
+    ensure!(resets.is_some_and(|n| n >= 1.0), "index resets: {resets:?}");
     ensure!(
         uris.lock()
             .unwrap()

@@ -73,5 +73,26 @@ async fn a_thousand_subscribers_cause_one_blocking_query_at_a_time() -> Result<(
         requests <= 10,
         "{requests} requests to Consul for 3 changes"
     );
+    // The adapter's own count agrees: every query ended well, one waits.
+    let ok = |m: &integration::Metrics| {
+        m.get(
+            "consul_requests_total",
+            &[("endpoint", "/v1/health/service"), ("outcome", "ok")],
+        )
+    };
+    let waiting = |m: &integration::Metrics| {
+        m.get(
+            "consul_requests_in_flight",
+            &[("endpoint", "/v1/health/service")],
+        )
+    };
+    wait_for_metrics(
+        adapter.metrics(),
+        DEADLINE,
+        "the adapter's call count",
+        "consul_requests_total",
+        |m| waiting(m) == Some(1.0) && ok(m).map(|n| n + 1.0) == Some(stub.requests() as f64),
+    )
+    .await?;
     Ok(())
 }
