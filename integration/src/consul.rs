@@ -145,8 +145,21 @@ impl Consul {
             generation: 0,
             http,
         };
-        consul.launch().await?;
-        Ok(consul)
+        // A port chosen free can be taken (by another test's outgoing
+        // connection) before the agent binds it: then try other ports.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match consul.launch().await {
+                Ok(()) => return Ok(consul),
+                Err(e) if attempts < 3 => {
+                    eprintln!("consul did not start ({e:#}); trying other ports");
+                    consul.stop();
+                    consul.ports = ConsulPorts::free()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The HTTP API address.
