@@ -6,7 +6,7 @@
 
 use std::{
     net::SocketAddr,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Result, bail};
@@ -54,8 +54,18 @@ async fn start(consul: &Consul) -> Result<(Adapter, Sidecar)> {
     consul
         .register_ttl("web", "web-1", "127.0.0.1", 41_001, 1)
         .await?;
-    let adapter =
-        Adapter::start_binary("discovery-consul", &["--consul-addr", &consul.url()]).await?;
+    // Debug lines of the adapter's own crate carry the time each blocking
+    // query returned.
+    let adapter = Adapter::start_binary(
+        "discovery-consul",
+        &[
+            "--consul-addr",
+            &consul.url(),
+            "--log-level",
+            "info,discovery_consul=debug",
+        ],
+    )
+    .await?;
     let sidecar = Sidecar::start(&config(adapter.grpc())).await?;
     sidecar.wait_ready(DEADLINE).await?;
     Ok((adapter, sidecar))
@@ -70,6 +80,7 @@ async fn a_registration_reaches_the_sidecar_and_the_time_is_reported() -> Result
 
     let mut to_sidecar = Vec::new();
     let mut to_subscriber = Vec::new();
+    let mut seen_at = Vec::new();
     for i in 0..5u16 {
         let port = 41_100 + i;
         let addr = format!("127.0.0.1:{port}");
@@ -91,6 +102,7 @@ async fn a_registration_reaches_the_sidecar_and_the_time_is_reported() -> Result
             let u = sidecar.upstreams().await?;
             if u.addresses("web").contains(&addr) {
                 to_sidecar.push(registered.elapsed());
+                seen_at.push(seconds_of_day(SystemTime::now()));
                 break;
             }
             if Instant::now() > deadline {
@@ -113,7 +125,44 @@ async fn a_registration_reaches_the_sidecar_and_the_time_is_reported() -> Result
         show(&to_subscriber),
         show(&to_sidecar)
     );
+    // From the adapter's log line for the answer with the new instance (the
+    // blocking query returning) to the sidecar showing it; same clock.
+    let log = adapter.process().stderr();
+    let from_answer: Vec<Duration> = seen_at
+        .iter()
+        .enumerate()
+        .filter_map(|(i, seen)| {
+            let want = format!("entries={}", i + 2);
+            let line = log
+                .lines()
+                .find(|l| l.contains("consul answer") && l.split_whitespace().any(|w| w == want))?;
+            let answered = log_seconds_of_day(line)?;
+            Some(Duration::from_secs_f64(
+                (seen - answered).rem_euclid(86_400.0),
+            ))
+        })
+        .collect();
+    println!(
+        "blocking query returned (adapter log) -> sidecar /upstreams: [{}] ms",
+        show(&from_answer)
+    );
     Ok(())
+}
+
+fn seconds_of_day(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64().rem_euclid(86_400.0))
+}
+
+/// Reads `…THH:MM:SS.ffffffZ` at the start of a log line.
+fn log_seconds_of_day(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split_once('T')?.1;
+    let time = time.strip_suffix('Z')?;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
