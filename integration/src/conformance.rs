@@ -45,6 +45,13 @@ pub trait RegistryControl: Sync {
 
     /// Deregisters the endpoint with this id.
     fn remove(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// The id the adapter gives `endpoint` in its stream. By default its
+    /// `address:port`; a registry with instance ids of its own (such as
+    /// Consul's `node/service-id`) says here what becomes of `endpoint.id`.
+    fn endpoint_id(&self, endpoint: &TestEndpoint) -> String {
+        endpoint.id.clone()
+    }
 }
 
 /// An endpoint the suite registers. Its id is `address:port`, which is also

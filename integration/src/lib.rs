@@ -11,6 +11,7 @@
 mod backend;
 mod bind;
 mod conformance;
+mod consul;
 mod endpoint_file;
 mod fault;
 pub mod health_support;
@@ -30,6 +31,7 @@ pub use self::{
     conformance::{
         CheckResult, Outcome, RegistryControl, Report, SuiteOptions, TestEndpoint, run_suite,
     },
+    consul::{CONSUL_NODE, Consul, ConsulControl, ConsulPorts, consul_binary},
     endpoint_file::{EndpointFile, FileControl, render},
     fault::{Fault, FaultStub, Rule},
     http::{

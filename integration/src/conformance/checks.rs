@@ -144,28 +144,30 @@ impl<'a, C: RegistryControl> Suite<'a, C> {
 
     /// (b) Add, change and remove come as deltas with the right contents.
     async fn deltas(&self, ep: TestEndpoint) -> Result<()> {
+        let seen = self.seen(&ep);
         let mut s = self.subscribe().await?;
         let baseline = s.set().clone();
         ensure!(
-            !baseline.contains_key(&ep.id),
+            !baseline.contains_key(&seen.id),
             "endpoint {:?} is already registered (left over from an earlier run?); remove it first",
-            ep.id
+            seen.id
         );
         let d = self.opts.deadline;
 
         self.control.add(&ep).await.context("add")?;
-        s.wait_for(d, true, "the added endpoint", |set| has(set, &ep))
+        s.wait_for(d, true, "the added endpoint", |set| has(set, &seen))
             .await?;
-        expect_set(s.set(), &baseline, Some(&ep))?;
+        expect_set(s.set(), &baseline, Some(&seen))?;
 
         let changed = ep.with_weight(5);
+        let seen_changed = seen.with_weight(5);
         self.control.change(&changed).await.context("change")?;
-        s.wait_for(d, true, "the weight change", |set| has(set, &changed))
+        s.wait_for(d, true, "the weight change", |set| has(set, &seen_changed))
             .await?;
-        expect_set(s.set(), &baseline, Some(&changed))?;
+        expect_set(s.set(), &baseline, Some(&seen_changed))?;
 
         self.control.remove(&ep.id).await.context("remove")?;
-        s.wait_for(d, true, "the removal", |set| !set.contains_key(&ep.id))
+        s.wait_for(d, true, "the removal", |set| !set.contains_key(&seen.id))
             .await?;
         expect_set(s.set(), &baseline, None)
     }
@@ -186,6 +188,7 @@ impl<'a, C: RegistryControl> Suite<'a, C> {
     /// (d) Many subscribers of one service: same versions, one registry watch.
     async fn sharing(&self, ep: TestEndpoint) -> Result<()> {
         let n = self.opts.subscribers;
+        let seen = self.seen(&ep);
         let mut subs = join_all((0..n).map(|_| self.subscribe()))
             .await
             .into_iter()
@@ -210,7 +213,7 @@ impl<'a, C: RegistryControl> Suite<'a, C> {
         self.control.add(&ep).await.context("add")?;
         join_all(
             subs.iter_mut()
-                .map(|s| s.wait_for(d, false, "the added endpoint", |set| has(set, &ep))),
+                .map(|s| s.wait_for(d, false, "the added endpoint", |set| has(set, &seen))),
         )
         .await
         .into_iter()
@@ -219,7 +222,7 @@ impl<'a, C: RegistryControl> Suite<'a, C> {
         self.control.remove(&ep.id).await.context("remove")?;
         join_all(
             subs.iter_mut()
-                .map(|s| s.wait_for(d, false, "the removal", |set| !set.contains_key(&ep.id))),
+                .map(|s| s.wait_for(d, false, "the removal", |set| !set.contains_key(&seen.id))),
         )
         .await
         .into_iter()
@@ -231,11 +234,12 @@ impl<'a, C: RegistryControl> Suite<'a, C> {
     async fn reconnect(&self, ep: TestEndpoint) -> Result<()> {
         let mut observer = self.subscribe().await?;
         let gone = self.subscribe().await?;
+        let seen = self.seen(&ep);
         drop(gone);
         self.control.add(&ep).await.context("add")?;
         observer
             .wait_for(self.opts.deadline, false, "the added endpoint", |set| {
-                has(set, &ep)
+                has(set, &seen)
             })
             .await?;
         let back = self.subscribe().await?;
@@ -252,7 +256,7 @@ impl<'a, C: RegistryControl> Suite<'a, C> {
         self.control.remove(&ep.id).await.context("remove")?;
         observer
             .wait_for(self.opts.deadline, false, "the removal", |set| {
-                !set.contains_key(&ep.id)
+                !set.contains_key(&seen.id)
             })
             .await
     }
@@ -286,6 +290,14 @@ impl<'a, C: RegistryControl> Suite<'a, C> {
         )
         .await?;
         Ok(())
+    }
+
+    /// `ep` as the adapter's stream shows it: with the id the control says.
+    fn seen(&self, ep: &TestEndpoint) -> TestEndpoint {
+        TestEndpoint {
+            id: self.control.endpoint_id(ep),
+            ..ep.clone()
+        }
     }
 
     /// A watch of the test service, after its first snapshot.
