@@ -11,6 +11,7 @@
 mod backend;
 mod conformance;
 mod endpoint_file;
+mod eureka;
 mod fault;
 pub mod health_support;
 mod http;
@@ -26,6 +27,7 @@ pub use self::{
         CheckResult, Outcome, RegistryControl, Report, SuiteOptions, TestEndpoint, run_suite,
     },
     endpoint_file::{EndpointFile, FileControl, render},
+    eureka::{EurekaControl, EurekaInstance, EurekaServer, eureka_jar},
     fault::{Fault, FaultStub, Rule},
     http::{
         Body, BoxError, HttpClient, Reply, empty_body, full_body, http_request, read_body,
