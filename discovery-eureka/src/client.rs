@@ -126,7 +126,10 @@ impl Client {
         if let Some(c) = &server.credentials {
             req = req.basic_auth(&c.username, Some(c.password()));
         }
-        let mut resp = req.send().await.map_err(Failure::Transport)?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| Failure::Transport(e.without_url()))?;
         if resp.status() != StatusCode::OK {
             return Err(Failure::Status(resp.status()));
         }
@@ -137,7 +140,11 @@ impl Client {
             return Err(Failure::TooLarge(self.max_body));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(Failure::Transport)? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Failure::Transport(e.without_url()))?
+        {
             if body.len() + chunk.len() > self.max_body {
                 return Err(Failure::TooLarge(self.max_body));
             }

@@ -139,7 +139,11 @@ impl EurekaServer {
                     self.addr
                 )));
             }
-            if self.get("/eureka/apps").await.is_ok_and(|r| r.status == StatusCode::OK) {
+            if self
+                .get("/eureka/apps")
+                .await
+                .is_ok_and(|r| r.status == StatusCode::OK)
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -191,8 +195,14 @@ impl EurekaServer {
 
     /// Overrides an instance's status (`OUT_OF_SERVICE`, `UP`...).
     pub async fn set_status(&self, app: &str, id: &str, status: &str) -> Result<()> {
-        let path = format!("/eureka/apps/{}/{id}/status?value={status}", app.to_uppercase());
-        expect_ok(send(&self.http, self.addr, Method::PUT, &path).await?, &path)
+        let path = format!(
+            "/eureka/apps/{}/{id}/status?value={status}",
+            app.to_uppercase()
+        );
+        expect_ok(
+            send(&self.http, self.addr, Method::PUT, &path).await?,
+            &path,
+        )
     }
 
     /// Cancels (deregisters) an instance.
@@ -315,7 +325,12 @@ async fn register(http: &HttpClient, addr: SocketAddr, i: &EurekaInstance) -> Re
         .body(full_body(i.to_json()))?;
     let r = http.send(req).await?;
     if r.status != StatusCode::NO_CONTENT {
-        bail!("POST {path} ({}): Eureka answered {}: {}", i.id, r.status, r.text());
+        bail!(
+            "POST {path} ({}): Eureka answered {}: {}",
+            i.id,
+            r.status,
+            r.text()
+        );
     }
     Ok(())
 }
