@@ -199,6 +199,32 @@ mod tests {
         assert!(!again.changed);
     }
 
+    proptest::proptest! {
+        /// Whatever the instances, a delta that adds them all to an empty
+        /// registry builds what a full fetch of them builds, and the hash
+        /// code counts every instance once.
+        #[test]
+        fn a_delta_of_additions_equals_a_full_fetch(
+            specs in proptest::collection::vec((0u8..3, 0u8..6, 0u8..5), 0..30),
+        ) {
+            let statuses = [Status::Up, Status::Down, Status::Starting, Status::OutOfService, Status::Unknown];
+            let instances: Vec<Instance> = specs
+                .iter()
+                .map(|(a, k, s)| inst(&format!("APP{a}"), &format!("i{k}"), statuses[*s as usize], Some(Action::Added)))
+                .collect();
+            let full = Apps::from_full(doc(instances.clone()));
+            let mut delta = Apps::default();
+            delta.apply_delta(doc(instances));
+            proptest::prop_assert_eq!(&delta, &full);
+            let counted: usize = full
+                .hash_code()
+                .split('_')
+                .filter_map(|p| p.parse::<usize>().ok())
+                .sum();
+            proptest::prop_assert_eq!(counted, full.len());
+        }
+    }
+
     #[test]
     fn the_captured_delta_applies_to_the_captured_registry() {
         let mut apps = Apps::from_full(

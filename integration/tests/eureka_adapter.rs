@@ -8,8 +8,11 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use anyhow::{Context, Result, bail, ensure};
-use integration::{Adapter, EurekaInstance, EurekaServer, Subscriber, closed_port, describe};
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use integration::{
+    Adapter, EurekaInstance, EurekaServer, Subscriber, closed_port, connect, describe, refusal,
+};
+use tonic::Code;
 use tributary_proto::v1::{self as pb, endpoint_update::Kind};
 
 /// How long the adapter (fetching every second) gets to show one change.
@@ -98,6 +101,36 @@ async fn scenario(
     ensure!(
         missing.not_found(),
         "a missing application must be not found"
+    );
+
+    // Arguments are checked; the registry lists its applications and VIPs.
+    let bad = BTreeMap::from([("by".to_string(), "name".to_string())]);
+    let err = match Subscriber::watch_with(grpc, "web", bad).await {
+        Ok(_) => bail!("a watch with by=name was accepted"),
+        Err(e) => e,
+    };
+    let (code, message) = refusal(&err).ok_or_else(|| anyhow!("not a gRPC refusal: {err:#}"))?;
+    ensure!(
+        code == Code::InvalidArgument && message.contains("\"by\": \"name\" is not one of"),
+        "expected INVALID_ARGUMENT naming the argument, got {code:?}: {message:?}"
+    );
+    let mut client = connect(grpc).await?;
+    let apps = client
+        .list_services(pb::ListServicesRequest::default())
+        .await?
+        .into_inner()
+        .services;
+    ensure!(apps == ["SOLO", "WEB"], "ListServices answered {apps:?}");
+    let vips = client
+        .list_services(pb::ListServicesRequest {
+            args: [("by".to_string(), "vip".to_string())].into(),
+        })
+        .await?
+        .into_inner()
+        .services;
+    ensure!(
+        vips == ["solo.vip", "web.vip"],
+        "ListServices by VIP answered {vips:?}"
     );
 
     // Registered, changed, drained and cancelled: each a delta.

@@ -156,3 +156,21 @@ fn bodies_that_are_not_registries_are_refused_by_name() {
         );
     }
 }
+
+proptest::proptest! {
+    /// A cut or damaged body never panics the parser: it parses or is refused.
+    #[test]
+    fn damaged_bodies_never_panic(
+        cut in 0usize..3000,
+        flips in proptest::collection::vec((0usize..3000, proptest::num::u8::ANY), 0..8),
+    ) {
+        let mut body = include_bytes!("../../testdata/apps-full.json").to_vec();
+        body.truncate(cut.min(body.len()));
+        for (at, byte) in flips {
+            if let Some(b) = body.get_mut(at) {
+                *b = byte;
+            }
+        }
+        let _ = parse_apps(&body);
+    }
+}
