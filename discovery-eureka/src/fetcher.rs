@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::{
     apps::Apps,
     client::{Client, FetchError},
+    metrics::{EurekaMetrics, Kind},
     model::AppsDoc,
 };
 
@@ -30,20 +31,31 @@ pub(crate) enum State {
 }
 
 /// Starts the loop; it ends when every receiver is gone.
-pub(crate) fn spawn(client: Client, interval: Duration) -> watch::Receiver<Arc<State>> {
+pub(crate) fn spawn(
+    client: Client,
+    interval: Duration,
+    metrics: EurekaMetrics,
+) -> watch::Receiver<Arc<State>> {
     let (tx, rx) = watch::channel(Arc::new(State::Pending));
-    tokio::spawn(run(client, interval, tx));
+    let fetcher = Fetcher { client, metrics };
+    tokio::spawn(run(fetcher, interval, tx));
     rx
 }
 
-async fn run(mut client: Client, interval: Duration, tx: watch::Sender<Arc<State>>) {
+/// The client and what it reports to.
+struct Fetcher {
+    client: Client,
+    metrics: EurekaMetrics,
+}
+
+async fn run(mut f: Fetcher, interval: Duration, tx: watch::Sender<Arc<State>>) {
     let mut current: Option<Arc<Apps>> = None;
     let mut need_full = true;
     let mut backoff = Backoff::new(Duration::from_millis(200), interval);
     while !tx.is_closed() {
         let result = match (&current, need_full) {
-            (Some(apps), false) => delta(&mut client, apps).await,
-            _ => full(&mut client).await.map(Some),
+            (Some(apps), false) => f.delta(apps).await,
+            _ => f.full().await.map(Some),
         };
         let wait = match result {
             Ok(next) => {
@@ -54,6 +66,7 @@ async fn run(mut client: Client, interval: Duration, tx: watch::Sender<Arc<State
                     current = Some(Arc::new(next));
                 }
                 let apps = current.clone().expect("a good fetch leaves a registry");
+                f.metrics.instances(apps.len());
                 tx.send_if_modified(|state| {
                     // Publish a change, and the first good answer after none
                     // or after a failure.
@@ -85,53 +98,61 @@ async fn run(mut client: Client, interval: Duration, tx: watch::Sender<Arc<State
     }
 }
 
-/// A full fetch.
-async fn full(client: &mut Client) -> Result<Apps, FetchError> {
-    let doc = client.full().await?;
-    log_skipped(&doc);
-    let apps = Apps::from_full(doc);
-    tracing::debug!(instances = apps.len(), "full fetch");
-    Ok(apps)
-}
+// === impl Fetcher ===
 
-/// A delta fetch applied to `apps`: `None` when nothing changed. Falls back
-/// to a full fetch when the delta is refused or its hash code disagrees.
-async fn delta(client: &mut Client, apps: &Apps) -> Result<Option<Apps>, FetchError> {
-    let doc = match client.delta().await {
-        Ok(doc) => doc,
-        Err(FetchError::Refused { url, status }) => {
-            tracing::warn!(%url, %status, "delta fetch refused; fetching the whole registry");
-            return full(client).await.map(Some);
-        }
-        Err(e) => return Err(e),
-    };
-    log_skipped(&doc);
-    let server_hash = doc.hash_code.clone();
-    if doc.instances.is_empty() {
-        if apps.hash_code() == server_hash {
-            return Ok(None);
-        }
-        return reconcile(client, &apps.hash_code(), &server_hash).await;
+impl Fetcher {
+    /// A full fetch.
+    async fn full(&mut self) -> Result<Apps, FetchError> {
+        let doc = self.client.full().await;
+        self.metrics.fetched(Kind::Full, doc.is_ok());
+        let doc = doc?;
+        log_skipped(&doc);
+        let apps = Apps::from_full(doc);
+        tracing::debug!(instances = apps.len(), "full fetch");
+        Ok(apps)
     }
-    let mut next = apps.clone();
-    let outcome = next.apply_delta(doc);
-    if outcome.hash_code != server_hash {
-        return reconcile(client, &outcome.hash_code, &server_hash).await;
-    }
-    Ok(outcome.changed.then_some(next))
-}
 
-async fn reconcile(
-    client: &mut Client,
-    ours: &str,
-    server: &str,
-) -> Result<Option<Apps>, FetchError> {
-    tracing::info!(
-        ours,
-        server,
-        "registry hash code differs from the server's after a delta; fetching the whole registry"
-    );
-    full(client).await.map(Some)
+    /// A delta fetch applied to `apps`: `None` when nothing changed. Falls
+    /// back to a full fetch when the delta is refused or its hash code
+    /// disagrees.
+    async fn delta(&mut self, apps: &Apps) -> Result<Option<Apps>, FetchError> {
+        let doc = self.client.delta().await;
+        self.metrics.fetched(Kind::Delta, doc.is_ok());
+        let doc = match doc {
+            Ok(doc) => doc,
+            Err(FetchError::Refused { url, status }) => {
+                tracing::warn!(%url, %status, "delta fetch refused; fetching the whole registry");
+                self.metrics.reconciled();
+                return self.full().await.map(Some);
+            }
+            Err(e) => return Err(e),
+        };
+        log_skipped(&doc);
+        let server_hash = doc.hash_code.clone();
+        if doc.instances.is_empty() {
+            let ours = apps.hash_code();
+            if ours == server_hash {
+                return Ok(None);
+            }
+            return self.reconcile(&ours, &server_hash).await;
+        }
+        let mut next = apps.clone();
+        let outcome = next.apply_delta(doc);
+        if outcome.hash_code != server_hash {
+            return self.reconcile(&outcome.hash_code, &server_hash).await;
+        }
+        Ok(outcome.changed.then_some(next))
+    }
+
+    async fn reconcile(&mut self, ours: &str, server: &str) -> Result<Option<Apps>, FetchError> {
+        tracing::info!(
+            ours,
+            server,
+            "registry hash code differs from the server's after a delta; fetching the whole registry"
+        );
+        self.metrics.reconciled();
+        self.full().await.map(Some)
+    }
 }
 
 fn log_skipped(doc: &AppsDoc) {

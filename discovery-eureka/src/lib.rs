@@ -10,10 +10,12 @@ mod client;
 mod config;
 mod endpoints;
 mod fetcher;
+mod metrics;
 mod model;
 mod registry;
 
 pub use self::{
     config::{ConfigError, Credentials, EurekaConfig, Mapping},
+    metrics::EurekaMetrics,
     registry::EurekaRegistry,
 };

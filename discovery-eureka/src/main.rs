@@ -88,7 +88,10 @@ async fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(2, &e.to_string()),
     };
-    match Adapter::new(registry, args.common).run().await {
+    let metrics = registry.metrics();
+    let mut adapter = Adapter::new(registry, args.common);
+    metrics.register(adapter.metrics_registry());
+    match adapter.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),
     }

@@ -16,12 +16,14 @@ use crate::{
     config::{ConfigError, EurekaConfig, Mapping},
     endpoints::{By, WatchSpec, answer},
     fetcher::{self, State},
+    metrics::EurekaMetrics,
 };
 
 /// The Eureka registry of one cluster.
 pub struct EurekaRegistry {
     rx: watch::Receiver<Arc<State>>,
     mapping: Arc<Mapping>,
+    metrics: EurekaMetrics,
 }
 
 // === impl EurekaRegistry ===
@@ -34,11 +36,18 @@ impl EurekaRegistry {
         let servers = config.servers()?;
         let client = Client::new(servers, config.request_timeout, config.max_body_bytes)
             .map_err(|e| ConfigError(format!("cannot build the HTTP client: {e}")))?;
-        let rx = fetcher::spawn(client, config.fetch_interval);
+        let metrics = EurekaMetrics::default();
+        let rx = fetcher::spawn(client, config.fetch_interval, metrics.clone());
         Ok(Self {
             rx,
             mapping: Arc::new(config.mapping),
+            metrics,
         })
+    }
+
+    /// The registry's fetch metrics, to register with the adapter's.
+    pub fn metrics(&self) -> EurekaMetrics {
+        self.metrics.clone()
     }
 }
 

@@ -12,7 +12,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use integration::{Adapter, EurekaInstance, EurekaServer, Fault, FaultStub, Subscriber, describe};
+use integration::{
+    Adapter, EurekaInstance, EurekaServer, Fault, FaultStub, Subscriber, describe, scrape,
+};
 use tributary_proto::v1::{self as pb, endpoint_update::Kind};
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -159,6 +161,12 @@ async fn scenario(
         adapter.process().stderr().contains("hash code differs"),
         "the mismatch was not logged"
     );
+    let m = scrape(adapter.metrics()).await?;
+    ensure!(
+        m.get("eureka_reconciliations_total", &[])
+            .is_some_and(|v| v >= 1.0),
+        "eureka_reconciliations_total did not count the full fetch"
+    );
 
     // Bad bodies: each a STALE status naming the problem, the set kept, and
     // the set back (RECOVERED) once the server answers properly again.
@@ -220,6 +228,17 @@ async fn scenario(
             .context(case)?;
         println!("{case}: {}", stale.message);
     }
+    let m = scrape(adapter.metrics()).await?;
+    let errors = m
+        .get(
+            "eureka_fetches_total",
+            &[("kind", "delta"), ("result", "error")],
+        )
+        .unwrap_or(0.0);
+    ensure!(
+        errors >= 3.0,
+        "{errors} failed delta fetches counted, expected at least 3"
+    );
     Ok(())
 }
 
