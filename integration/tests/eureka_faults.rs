@@ -1,6 +1,7 @@
 //! `discovery-eureka` behind the fault stub, in front of the real Eureka
 //! server, for the answers a real server cannot be made to give: a delta
-//! whose hash code disagrees, a malformed, a truncated and a 50 MB body.
+//! whose hash code disagrees, a malformed, a truncated and a 50 MB body, a
+//! server that never answers.
 //! Basic auth rides along: every request must carry it, no log may show it.
 
 use std::{
@@ -67,6 +68,8 @@ async fn a_disagreeing_hash_code_and_bad_bodies() -> Result<()> {
             "tributary",
             "--password-file",
             password_file.to_str().context("non-UTF-8 temp path")?,
+            "--request-timeout",
+            "5s",
             "--log-level",
             "debug",
         ],
@@ -197,6 +200,7 @@ async fn scenario(
             },
             "larger than the limit of 33554432 bytes",
         ),
+        ("hang", Fault::Hang, "timed out"),
     ];
     for (case, fault, want) in cases {
         let held = pay.set().clone();
