@@ -20,7 +20,9 @@ struct Args {
         long = "eureka-url",
         env = "TRIBUTARY_EUREKA_URL",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:8761/eureka"
+        default_value = "http://127.0.0.1:8761/eureka",
+        // A URL may carry a password: --help must not show the variable's value.
+        hide_env_values = true
     )]
     eureka_urls: Vec<String>,
 
