@@ -6,8 +6,9 @@ use std::{fmt, time::Duration};
 use discovery_core::Health;
 use reqwest::Url;
 
-/// How the adapter reaches Eureka and reads its instances.
-#[derive(Clone, Debug)]
+/// How the adapter reaches Eureka and reads its instances. Its `Debug`
+/// output leaves out passwords, in URLs too.
+#[derive(Clone)]
 pub struct EurekaConfig {
     /// Base URLs of the Eureka servers of one cluster, path included
     /// (`http://host:8761/eureka` or `http://host:8080/eureka/v2`). The first
@@ -97,6 +98,20 @@ impl EurekaConfig {
             return Err(ConfigError("metadata keys must not be empty".into()));
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for EurekaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<String> = self.servers.iter().map(|s| redacted(s)).collect();
+        f.debug_struct("EurekaConfig")
+            .field("servers", &servers)
+            .field("credentials", &self.credentials)
+            .field("fetch_interval", &self.fetch_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("mapping", &self.mapping)
+            .finish()
     }
 }
 
@@ -262,7 +277,10 @@ mod tests {
                 .to_string()
                 .contains("below the minimum")
         );
-        let shown = format!("{:?}", config(&["http://h/eureka"]));
-        assert!(!shown.contains("flag-secret"), "{shown}");
+        let shown = format!("{:?}", config(&["http://u:url-secret@h/eureka"]));
+        assert!(
+            !shown.contains("flag-secret") && !shown.contains("url-secret"),
+            "{shown}"
+        );
     }
 }
