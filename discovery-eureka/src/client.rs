@@ -51,6 +51,9 @@ impl Client {
         timeout: Duration,
         max_body: usize,
     ) -> Result<Self, reqwest::Error> {
+        // reqwest's rustls carries no crypto provider and panics without
+        // one: make sure there is one, whoever embeds this library.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(timeout)
@@ -174,5 +177,105 @@ impl fmt::Display for Failure {
             ),
             Failure::Body(why) => write!(f, "unreadable response: {why}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    /// A one-trick HTTP/1.1 server: every request gets `reply`, counted.
+    async fn serve(reply: String) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (format!("http://{addr}/eureka/"), hits)
+    }
+
+    fn reply(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn client(urls: &[&str], max_body: usize) -> Client {
+        let servers = urls
+            .iter()
+            .map(|u| Server {
+                base: reqwest::Url::parse(u).unwrap(),
+                credentials: None,
+            })
+            .collect();
+        Client::new(servers, Duration::from_secs(5), max_body).unwrap()
+    }
+
+    const EMPTY: &str = r#"{"applications":{"apps__hashcode":"","application":[]}}"#;
+
+    #[tokio::test]
+    async fn fails_over_and_sticks_to_the_server_that_answers() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/eureka/", l.local_addr().unwrap())
+        };
+        let (broken, broken_hits) = serve(reply("503 Service Unavailable", "")).await;
+        let (good, good_hits) = serve(reply("200 OK", EMPTY)).await;
+        let mut c = client(&[&dead, &broken, &good], 1 << 20);
+        c.full().await.unwrap();
+        c.delta().await.unwrap();
+        assert_eq!(
+            broken_hits.load(Ordering::SeqCst),
+            1,
+            "tried once, then skipped"
+        );
+        assert_eq!(good_hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_an_answer_and_everything_else_names_each_server() {
+        let (refusing, _) = serve(reply("403 Forbidden", "")).await;
+        let (good, good_hits) = serve(reply("200 OK", EMPTY)).await;
+        let mut c = client(&[&refusing, &good], 1 << 20);
+        let err = c.delta().await.unwrap_err();
+        assert!(matches!(err, FetchError::Refused { .. }), "{err}");
+        assert_eq!(
+            good_hits.load(Ordering::SeqCst),
+            0,
+            "a 4xx does not fail over"
+        );
+
+        let big = format!(r#"{{"applications":{{"x":"{}"}}}}"#, "y".repeat(2000));
+        let (large, _) = serve(reply("200 OK", &big)).await;
+        let (xml, _) = serve(reply("200 OK", "<applications/>")).await;
+        let err = client(&[&large, &xml], 1000)
+            .full()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than the limit of 1000 bytes"), "{err}");
+        assert!(err.contains("the body is XML"), "{err}");
+        assert!(err.contains(&format!("GET {large}apps")), "{err}");
     }
 }
