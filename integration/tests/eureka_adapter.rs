@@ -175,6 +175,22 @@ async fn scenario(
         "the set changed while the server was down"
     );
 
+    // A watch opened during the outage (another target: new arguments)
+    // starts with the last known set, then STALE.
+    let args = BTreeMap::from([("address".to_string(), "ip".to_string())]);
+    let mut late = Subscriber::watch_with(grpc, "web", args).await?;
+    let first = late.recv_change(DEADLINE).await?;
+    ensure!(
+        matches!(first.kind, Some(Kind::Snapshot(_))) && late.set() == &before,
+        "a watch opened during the outage began with {}",
+        describe(&first)
+    );
+    let is_stale = |s: &pb::Status| s.state == pb::SyncState::Stale as i32;
+    if !late.statuses().iter().any(is_stale) {
+        wait_status(&mut late, pb::SyncState::Stale).await?;
+    }
+    drop(late);
+
     // It comes back empty; its clients see heartbeats fail and register
     // again, as Eureka clients do. The set never empties on the way.
     let server = EurekaServer::start_on(port).await?;
