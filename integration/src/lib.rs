@@ -13,6 +13,7 @@ mod bind;
 mod conformance;
 mod consul;
 mod endpoint_file;
+mod eureka;
 mod fault;
 pub mod health_support;
 mod http;
@@ -33,6 +34,7 @@ pub use self::{
     },
     consul::{CONSUL_NODE, Consul, ConsulControl, ConsulPorts, consul_binary},
     endpoint_file::{EndpointFile, FileControl, render},
+    eureka::{EurekaControl, EurekaInstance, EurekaServer, eureka_jar},
     fault::{Fault, FaultStub, Rule},
     http::{
         Body, BoxError, HttpClient, Reply, empty_body, full_body, http_request, read_body,
