@@ -3,20 +3,30 @@
 //! its HTTP API, `<service>.service.consul` SRV records (TTL 0) read from
 //! its DNS port, and a registration change followed.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use anyhow::{Result, ensure};
-use integration::{Subscriber, start_dns_adapter};
+use anyhow::{Result, anyhow, ensure};
+use integration::{Consul, Subscriber, start_dns_adapter};
+use serde_json::json;
 use tokio::time::Instant;
 
-use self::consul::Consul;
+/// Registers instance `id` of `name` on 127.0.0.1:`port` with `weight`.
+async fn register(consul: &Consul, id: &str, name: &str, port: u16, weight: u32) -> Result<()> {
+    consul
+        .register(&json!({
+            "ID": id, "Name": name, "Address": "127.0.0.1", "Port": port,
+            "Weights": {"Passing": weight, "Warning": 1}
+        }))
+        .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_service_through_consul_dns() -> Result<()> {
     let consul = Consul::start().await?;
-    consul.register("web-1", "web", 9001, 5).await?;
-    consul.register("web-2", "web", 9002, 1).await?;
-    let adapter = start_dns_adapter(consul.dns(), &[]).await?;
+    register(&consul, "web-1", "web", 9001, 5).await?;
+    register(&consul, "web-2", "web", 9002, 1).await?;
+    let dns = SocketAddr::from(([127, 0, 0, 1], consul.ports().dns));
+    let adapter = start_dns_adapter(dns, &[]).await?;
     let result = async {
         let srv = BTreeMap::from([("type".to_string(), "srv".to_string())]);
         let mut sub =
@@ -38,7 +48,7 @@ async fn follows_a_service_through_consul_dns() -> Result<()> {
             sub.set()
         );
         // TTL 0: the adapter asks again after --min-ttl (1 s).
-        consul.register("web-3", "web", 9003, 1).await?;
+        register(&consul, "web-3", "web", 9003, 1).await?;
         let started = Instant::now();
         sub.wait_for(Duration::from_secs(5), true, "web-3", |s| {
             s.contains_key("127.0.0.1:9003")
@@ -60,153 +70,9 @@ async fn follows_a_service_through_consul_dns() -> Result<()> {
         ensure!(missing.not_found(), "{:?}", missing.set());
         Ok(())
     };
-    adapter.explain(consul.explain(result.await))
-}
-
-/// The Consul agent, local to this test file.
-mod consul {
-    use std::{
-        net::{SocketAddr, TcpListener, UdpSocket},
-        process::Command,
-        time::Duration,
-    };
-
-    use anyhow::{Context, Result, bail};
-    use integration::{Process, install_tool};
-    use tokio::time::Instant;
-
-    /// A `consul agent -dev` on loopback ports of its own.
-    pub(super) struct Consul {
-        process: Process,
-        http: SocketAddr,
-        dns: SocketAddr,
-        client: reqwest::Client,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Consul {
-        pub(super) async fn start() -> Result<Self> {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let bin = install_tool("install-consul")?;
-            let dir = tempfile::tempdir()?;
-            let [http, dns, server, serf_lan, serf_wan] = free_ports()?;
-            let config = serde_json::json!({
-                "disable_update_check": true,
-                "ports": {
-                    "http": http, "dns": dns, "server": server,
-                    "serf_lan": serf_lan, "serf_wan": serf_wan, "grpc": -1
-                }
-            });
-            let conf = dir.path().join("consul.json");
-            std::fs::write(&conf, config.to_string())?;
-            let mut cmd = Command::new(bin);
-            cmd.args([
-                "agent",
-                "-dev",
-                "-bind",
-                "127.0.0.1",
-                "-client",
-                "127.0.0.1",
-            ])
-            .args(["-node", "tributary-test", "-config-file"])
-            .arg(&conf);
-            let process = Process::spawn("consul", cmd)?;
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()?;
-            let consul = Self {
-                process,
-                http: SocketAddr::from(([127, 0, 0, 1], http)),
-                dns: SocketAddr::from(([127, 0, 0, 1], dns)),
-                client,
-                _dir: dir,
-            };
-            consul.wait_for_leader().await?;
-            Ok(consul)
-        }
-
-        /// The agent's DNS address (UDP and TCP).
-        pub(super) fn dns(&self) -> SocketAddr {
-            self.dns
-        }
-
-        pub(super) async fn register(
-            &self,
-            id: &str,
-            name: &str,
-            port: u16,
-            weight: u32,
-        ) -> Result<()> {
-            let body = serde_json::json!({
-                "ID": id, "Name": name, "Address": "127.0.0.1", "Port": port,
-                "Weights": {"Passing": weight, "Warning": 1}
-            });
-            self.put("/v1/agent/service/register", Some(body)).await
-        }
-
-        pub(super) async fn deregister(&self, id: &str) -> Result<()> {
-            self.put(&format!("/v1/agent/service/deregister/{id}"), None)
-                .await
-        }
-
-        pub(super) fn explain<T>(&self, result: Result<T>) -> Result<T> {
-            self.process.explain(result)
-        }
-
-        async fn put(&self, path: &str, body: Option<serde_json::Value>) -> Result<()> {
-            let mut req = self.client.put(format!("http://{}{path}", self.http));
-            if let Some(b) = body {
-                req = req
-                    .header("content-type", "application/json")
-                    .body(b.to_string());
-            }
-            let resp = req.send().await.with_context(|| format!("PUT {path}"))?;
-            let status = resp.status();
-            if !status.is_success() {
-                bail!(
-                    "PUT {path}: {status}: {}",
-                    resp.text().await.unwrap_or_default()
-                );
-            }
-            Ok(())
-        }
-
-        async fn wait_for_leader(&self) -> Result<()> {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let url = format!("http://{}/v1/status/leader", self.http);
-            loop {
-                if let Ok(r) = self.client.get(&url).send().await
-                    && let Ok(text) = r.text().await
-                    && text.contains(':')
-                {
-                    return Ok(());
-                }
-                if let Some(status) = self.process.try_exit()? {
-                    return self.explain(Err(anyhow::anyhow!("consul exited ({status})")));
-                }
-                if Instant::now() >= deadline {
-                    return self.explain(Err(anyhow::anyhow!("consul elected no leader in 30 s")));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-
-    /// Five distinct loopback ports, each free for UDP and TCP (all held
-    /// until the five are found, then released).
-    fn free_ports() -> Result<[u16; 5]> {
-        let mut held = Vec::new();
-        while held.len() < 5 {
-            let udp = UdpSocket::bind("127.0.0.1:0")?;
-            let port = udp.local_addr()?.port();
-            if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) {
-                held.push((port, udp, tcp));
-            }
-        }
-        let ports: Vec<u16> = held.iter().map(|h| h.0).collect();
-        ports
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("five ports expected"))
-    }
+    adapter.explain(
+        result
+            .await
+            .map_err(|e| anyhow!("{e:#}\n--- consul's log:\n{}", consul.log_tail())),
+    )
 }
