@@ -14,7 +14,7 @@ mod tcp;
 pub(crate) use self::{
     client::UpstreamClients,
     http::HttpProxy,
-    route::{Route, RouteTable},
+    route::{Route, RouteTable, request_host},
     server::{bound, serve_http},
     tcp::serve_tcp,
 };

@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::clock;
-use crate::health::HealthCell;
+use crate::{health::HealthCell, telemetry::AttemptStats};
 
 /// One endpoint of an upstream, immutable for one version of the set.
 #[derive(Debug)]
@@ -50,6 +50,8 @@ pub struct EndpointState {
     ewma_stamp_ns: AtomicU64,
     /// The registry's, the active and the passive verdicts.
     verdicts: HealthCell,
+    /// Attempt latency and failures, for `/metrics`.
+    attempts: AttemptStats,
 }
 
 /// Whether an endpoint may take new requests.
@@ -106,6 +108,7 @@ impl Default for EndpointState {
             ewma_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_stamp_ns: AtomicU64::new(0),
             verdicts: HealthCell::default(),
+            attempts: AttemptStats::default(),
         }
     }
 }
@@ -134,6 +137,12 @@ impl EndpointState {
     /// Each verdict apart, and the checks' counters.
     pub(crate) fn verdicts(&self) -> &HealthCell {
         &self.verdicts
+    }
+
+    /// The endpoint's attempt counters.
+    #[inline]
+    pub(crate) fn attempts(&self) -> &AttemptStats {
+        &self.attempts
     }
 
     /// Starts counting a request; the returned guard ends it.
@@ -225,6 +234,12 @@ const EXP2_NEG_64THS: [f64; 64] = {
 // === impl InFlight ===
 
 impl InFlight {
+    /// When the request started.
+    #[inline]
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     /// Ends the request, recording its latency for EWMA.
     pub fn finish(mut self) {
         self.complete(true);

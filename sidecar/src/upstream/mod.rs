@@ -36,6 +36,7 @@ use crate::{
         log_change, spawn_checker,
     },
     proxy::UpstreamClients,
+    telemetry::UpstreamStats,
 };
 
 /// One configured upstream and its live endpoint set.
@@ -56,6 +57,9 @@ pub struct Upstream {
     passive: Option<PassivePolicy>,
     /// Panic mode: whether every endpoint is unavailable, and counts.
     pub(crate) panic: PanicState,
+    /// Retries and the attempt counts of departed endpoints; shared with
+    /// the upstream this one replaces, so counters survive reloads.
+    pub(crate) stats: Arc<UpstreamStats>,
     /// Bumped with each new set, for the health checker.
     set_version: watch::Sender<u64>,
     /// Wakes the health checker when a passive ejection starts.
@@ -130,6 +134,7 @@ impl Upstream {
                 .and_then(|h| http::HeaderValue::from_str(h).ok()),
             passive: passive.map(|p| PassivePolicy::new(p, active.is_some())),
             panic: PanicState::default(),
+            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             set_version: watch::Sender::new(0),
             wake: Arc::new(Notify::new()),
             tasks: Mutex::new(Vec::new()),
@@ -256,6 +261,11 @@ impl Upstream {
                 e
             })
             .collect();
+        // What is left in `live` left the set: keep its attempt counts in
+        // the upstream's sums.
+        for gone in live.values() {
+            self.stats.absorb(gone.attempts());
+        }
         *live = next_live;
         drop(live);
         let balancer = Balancer::build(self.cfg.r#type, &endpoints);
