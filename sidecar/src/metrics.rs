@@ -190,7 +190,6 @@ pub(crate) fn prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-
 /// The request, attempt, discovery-version and export series.
 fn register_requests(r: &mut Registry, app: &App) {
     let current = app.current();
