@@ -85,6 +85,15 @@ async fn sidecar_and_adapter_metrics_move_and_pass_promtool() -> Result<()> {
             .is_some()
     );
     ensure!(m.get("sidecar_trace_spans_dropped_total", &[]) == Some(0.0));
+    // Keep-alive: the 20 requests to the good backend opened few connections
+    // (one per client connection at most), and they stay pooled.
+    let web = [("upstream", "web")];
+    let opened = m.get("sidecar_upstream_connections_opened_total", &web);
+    let open = m.get("sidecar_upstream_connections", &web);
+    ensure!(
+        opened.is_some_and(|n| (1.0..=2.0).contains(&n)) && open.is_some_and(|n| n >= 1.0),
+        "connections opened {opened:?}, open {open:?}"
+    );
     let version = m
         .get("sidecar_discovery_source_version", &[("upstream", "web")])
         .context("no sidecar_discovery_source_version")?;

@@ -239,13 +239,18 @@ fn register_requests(r: &mut Registry, app: &App) {
     let mut transitions = Vec::new();
     let mut retries = Vec::new();
     let mut versions = Vec::new();
+    let mut opened = Vec::new();
+    let mut open = Vec::new();
     for u in &current.upstreams {
         let upstream = u.name.to_string();
         let state = u.state();
         let up = UpstreamLabels {
             upstream: upstream.clone(),
         };
-        retries.push((up, ConstCounter::new(u.stats.retries.load(Relaxed))));
+        retries.push((up.clone(), ConstCounter::new(u.stats.retries.load(Relaxed))));
+        let conns = &u.stats.connections;
+        opened.push((up.clone(), ConstCounter::new(conns.opened.load(Relaxed))));
+        open.push((up, ConstGauge::new(conns.open.load(Relaxed))));
         let departed = &u.stats.departed;
         let mut sum = departed.duration.snapshot();
         let mut failed = departed.failures.load(Relaxed);
@@ -306,6 +311,18 @@ fn register_requests(r: &mut Registry, app: &App) {
         "upstream_retries",
         "Attempts after the first of a request",
         retries,
+    );
+    listed(
+        r,
+        "upstream_connections_opened",
+        "Connections the upstream's keep-alive pools opened",
+        opened,
+    );
+    listed(
+        r,
+        "upstream_connections",
+        "Connections of the upstream's pools open now, in use or idle",
+        open,
     );
     listed(
         r,

@@ -12,7 +12,7 @@ mod server;
 mod tcp;
 
 pub(crate) use self::{
-    client::UpstreamClients,
+    client::{ConnectionStats, UpstreamClients},
     http::HttpProxy,
     route::{Route, RouteTable, request_host},
     server::{bound, serve_http},

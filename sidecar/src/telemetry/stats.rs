@@ -72,6 +72,8 @@ pub(crate) struct UpstreamStats {
     /// Attempt counts of endpoints that left the set, so that sums over the
     /// upstream never go down.
     pub(crate) departed: AttemptStats,
+    /// Connections of the upstream's keep-alive pools.
+    pub(crate) connections: Arc<crate::proxy::ConnectionStats>,
 }
 
 /// One endpoint's attempts: their latency to the response head (or the

@@ -117,6 +117,7 @@ impl Upstream {
         let live = previous
             .map(|p| p.live.lock().expect("live map lock poisoned").clone())
             .unwrap_or_default();
+        let stats: Arc<UpstreamStats> = previous.map(|p| p.stats.clone()).unwrap_or_default();
         let up = Arc::new(Self {
             name: cfg.name.as_str().into(),
             cfg: cfg.clone(),
@@ -127,14 +128,14 @@ impl Upstream {
                 sources: Vec::new(),
             }),
             live: Mutex::new(live),
-            clients: UpstreamClients::new(&cfg),
+            clients: UpstreamClients::new(&cfg, &stats.connections),
             host_header: cfg
                 .upstream_host
                 .as_deref()
                 .and_then(|h| http::HeaderValue::from_str(h).ok()),
             passive: passive.map(|p| PassivePolicy::new(p, active.is_some())),
             panic: PanicState::default(),
-            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
+            stats,
             set_version: watch::Sender::new(0),
             wake: Arc::new(Notify::new()),
             tasks: Mutex::new(Vec::new()),
