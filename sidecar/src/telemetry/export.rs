@@ -240,3 +240,88 @@ async fn export<E: SpanExporter>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    use super::*;
+
+    /// An exporter whose collector never answers.
+    #[derive(Debug)]
+    struct Stuck;
+
+    impl SpanExporter for Stuck {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    /// An exporter that counts what it got.
+    #[derive(Debug, Clone, Default)]
+    struct Counting(Arc<AtomicU64>);
+
+    impl SpanExporter for Counting {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.fetch_add(batch.len() as u64, Relaxed);
+            Ok(())
+        }
+    }
+
+    fn cfg(queue: usize, batch: usize) -> BatchConfig {
+        BatchConfig {
+            queue,
+            batch,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn end_spans(provider: &SdkTracerProvider, n: usize) {
+        let tracer = provider.tracer("test");
+        for _ in 0..n {
+            tracer.start("span").end();
+        }
+    }
+
+    #[test]
+    fn a_stuck_collector_costs_drops_not_waits() {
+        let stats = Arc::new(ExportStats::default());
+        let p = QueueProcessor::start(
+            || Ok(Stuck),
+            Resource::builder().build(),
+            cfg(4, 2),
+            stats.clone(),
+        )
+        .expect("starts");
+        let provider = SdkTracerProvider::builder().with_span_processor(p).build();
+        // Every `end` returns at once although nothing is ever exported:
+        // at most the queue and one batch are held, the rest are counted.
+        end_spans(&provider, 50);
+        let dropped = stats.dropped.load(Relaxed);
+        assert!((44..=46).contains(&dropped), "dropped {dropped}");
+        assert_eq!(stats.exported.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn spans_are_exported_in_batches_and_flushed() {
+        let stats = Arc::new(ExportStats::default());
+        let got = Counting::default();
+        let exporter = got.clone();
+        let p = QueueProcessor::start(
+            move || Ok(exporter),
+            Resource::builder().build(),
+            cfg(100, 8),
+            stats.clone(),
+        )
+        .expect("starts");
+        let provider = SdkTracerProvider::builder().with_span_processor(p).build();
+        end_spans(&provider, 20);
+        provider.force_flush().expect("flushes");
+        assert_eq!(got.0.load(Relaxed), 20);
+        assert_eq!(stats.exported.load(Relaxed), 20);
+        assert_eq!(stats.dropped.load(Relaxed), 0);
+        provider.shutdown().expect("shuts down");
+    }
+}
