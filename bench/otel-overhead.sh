@@ -16,8 +16,15 @@ rounds=${2:-3}
 conns=${3:-50}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 otelcol=$(scripts/install-otelcol)
-cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar --bin demo-backend
+# SIDECAR=path runs another sidecar build (for example target/debug/sidecar)
+# against the release backend.
+if [ -n "${SIDECAR:-}" ]; then
+    cargo build --release --locked --quiet -p integration --bin demo-backend
+else
+    cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar --bin demo-backend
+fi
 bin=target/release
+sidecar=${SIDECAR:-$bin/sidecar}
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
@@ -63,7 +70,7 @@ YAML
 declare -A proxy admin spid
 start() { # name, env...
     local name=$1; shift
-    env "$@" taskset -c 1 "$bin/sidecar" --config "$dir/sidecar.yaml" >"$dir/$name.out" 2>"$dir/$name.log" &
+    env "$@" taskset -c 1 "$sidecar" --config "$dir/sidecar.yaml" >"$dir/$name.out" 2>"$dir/$name.log" &
     spid[$name]=$!
     pids+=($!)
     until grep -q listening "$dir/$name.out" 2>/dev/null; do sleep 0.05; done
@@ -74,13 +81,19 @@ start off
 start dead OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$dead"
 start live OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$grpc"
 
-declare -A results
+declare -A results ticks reqs
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, order off dead live"
 for name in off dead live; do taskset -c 0 wrk -t1 -c"$conns" -d2s "http://${proxy[$name]}/" >/dev/null; done
 for r in $(seq 1 "$rounds"); do
     for name in off dead live; do
-        rps=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://${proxy[$name]}/" | awk '/Requests\/sec/ {print $2}')
+        before=$(cpu "${spid[$name]}")
+        out=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://${proxy[$name]}/")
+        after=$(cpu "${spid[$name]}")
+        rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
         results[$name]="${results[$name]:-} $rps"
+        ticks[$name]=$(( ${ticks[$name]:-0} + after - before ))
+        reqs[$name]=$(( ${reqs[$name]:-0} + $(echo "$out" | awk '/requests in/ {print $1}') ))
         echo "round $r  $name  $rps req/s"
     done
 done
@@ -91,6 +104,11 @@ for name in off dead live; do
     awk -v n="$name" -v m="$m" -v o="$off" -v all="${results[$name]}" \
         'BEGIN { printf "%-5s median %9.0f req/s  %+6.1f%% vs off   (runs:%s)\n", n, m, (m / o - 1) * 100, all }'
 done
+hz=$(getconf CLK_TCK)
+for name in off dead live; do
+    awk -v n="$name" -v t="${ticks[$name]}" -v hz="$hz" -v r="${reqs[$name]}" \
+        'BEGIN { printf "%-5s sidecar CPU %.1f us per request (all threads, export included)\n", n, t / hz * 1e6 / r }'
+done
 for name in dead live; do
-    echo "$name: $(curl -s "http://${admin[$name]}/metrics" | grep -E '^sidecar_trace_spans_(exported|dropped|failed)_total' | tr '\n' ' ')"
+    echo "$name: $(curl -s "http://${admin[$name]}/metrics" | grep -E '^sidecar_trace_(spans_(exported|dropped|failed)_total|shed_episodes_total)' | tr '\n' ' ')"
 done

@@ -347,6 +347,21 @@ fn register_requests(r: &mut Registry, app: &App) {
     );
     listed(
         r,
+        "trace_shedding",
+        "1 while the span queue is full or export fails: new requests are not traced",
+        vec![(
+            Vec::<(String, String)>::new(),
+            ConstGauge::new(i64::from(export.shedding.load(Relaxed))),
+        )],
+    );
+    listed(
+        r,
+        "trace_shed_episodes",
+        "Times the span queue overflowed and tracing of new requests paused",
+        one(export.shed_episodes.load(Relaxed)),
+    );
+    listed(
+        r,
         "trace_spans_failed",
         "Spans lost to failed or timed-out exports",
         one(export.failed.load(Relaxed)),

@@ -91,7 +91,7 @@ impl HttpProxy {
         let upstream = &route.upstream;
         let trace = telemetry
             .tracer()
-            .map(|t| t.start_request(&parts, client, &route.name, &upstream.name));
+            .and_then(|t| t.start_request(&parts, client, &route.name, &upstream.name));
         let access = telemetry.access_log().then(|| AccessInfo {
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),

@@ -6,9 +6,9 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use opentelemetry::Context;
@@ -28,7 +28,17 @@ pub(crate) struct ExportStats {
     pub(crate) exported: AtomicU64,
     /// Spans lost to failed or timed-out exports.
     pub(crate) failed: AtomicU64,
+    /// Set when the queue overflows: new requests are not traced (their
+    /// trace context still passes through) until the queue has drained
+    /// and exports work, or [`RETRY_AFTER_FAILURE`] has passed since the
+    /// last failed one. Building spans that would be dropped is wasted work.
+    pub(crate) shedding: AtomicBool,
+    /// Times shedding started.
+    pub(crate) shed_episodes: AtomicU64,
 }
+
+/// How long a failing exporter sheds new traces before trying again.
+pub(crate) const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// How the queue and batches behave.
 #[derive(Clone, Copy, Debug)]
@@ -135,6 +145,9 @@ impl SpanProcessor for QueueProcessor {
         }
         if self.spans.try_send(span).is_err() {
             self.stats.dropped.fetch_add(1, Relaxed);
+            if !self.stats.shedding.swap(true, Relaxed) {
+                self.stats.shed_episodes.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -163,8 +176,17 @@ async fn run<E: SpanExporter>(
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut failed_at: Option<Instant> = None;
+    let capacity = spans.max_capacity();
     loop {
+        if stats.shedding.load(Relaxed) && spans.len() <= capacity / 2 {
+            let retry = failed_at.is_none_or(|t| t.elapsed() >= RETRY_AFTER_FAILURE);
+            if !failing || retry {
+                stats.shedding.store(false, Relaxed);
+            }
+        }
         let room = cfg.batch - batch.len();
+        let failed_before = stats.failed.load(Relaxed);
         tokio::select! {
             biased;
             cmd = control.recv() => {
@@ -199,6 +221,11 @@ async fn run<E: SpanExporter>(
             _ = tick.tick() => {
                 export(&exporter, &mut batch, cfg.timeout, stats, &mut failing).await;
             }
+        }
+        if stats.failed.load(Relaxed) != failed_before {
+            failed_at = Some(Instant::now());
+        } else if !failing {
+            failed_at = None;
         }
     }
 }
@@ -302,6 +329,9 @@ mod tests {
         let dropped = stats.dropped.load(Relaxed);
         assert!((44..=46).contains(&dropped), "dropped {dropped}");
         assert_eq!(stats.exported.load(Relaxed), 0);
+        // The proxy stops tracing new requests until the queue drains.
+        assert!(stats.shedding.load(Relaxed));
+        assert_eq!(stats.shed_episodes.load(Relaxed), 1);
     }
 
     #[test]

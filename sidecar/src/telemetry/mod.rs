@@ -65,7 +65,7 @@ impl Telemetry {
         };
         let tracer = provider.as_ref().map(|p| {
             use opentelemetry::trace::TracerProvider as _;
-            ProxyTracer::new(p.tracer("tributary-sidecar"))
+            ProxyTracer::new(p.tracer("tributary-sidecar"), export.clone())
         });
         let t = Self {
             tracer,

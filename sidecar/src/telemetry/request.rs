@@ -7,7 +7,7 @@
 //! formatted only when the span records (the request is sampled). An
 //! unsampled request still passes its trace context on.
 
-use std::{borrow::Cow, net::SocketAddr};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version, request::Parts};
 use opentelemetry::{
@@ -17,6 +17,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracer};
 
+use super::ExportStats;
 use crate::{
     balance::{Explained, PickCtx},
     upstream::{Endpoint, Upstream, UpstreamState},
@@ -32,6 +33,7 @@ const MAX_EXPLAINED: usize = 32;
 pub(crate) struct ProxyTracer {
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
+    export: Arc<ExportStats>,
 }
 
 /// The server span of one request, and its trace context.
@@ -58,21 +60,27 @@ struct HeaderInjector<'a>(&'a mut HeaderMap);
 // === impl ProxyTracer ===
 
 impl ProxyTracer {
-    pub(crate) fn new(tracer: SdkTracer) -> Self {
+    pub(crate) fn new(tracer: SdkTracer, export: Arc<ExportStats>) -> Self {
         Self {
             tracer,
             propagator: TraceContextPropagator::new(),
+            export,
         }
     }
 
-    /// Starts the server span of a request, as a child of its `traceparent`.
+    /// Starts the server span of a request, as a child of its `traceparent`;
+    /// `None` while the export queue sheds load (the request's own trace
+    /// context then passes through untouched).
     pub(crate) fn start_request(
         &self,
         parts: &Parts,
         client: SocketAddr,
         route: &str,
         upstream: &str,
-    ) -> RequestTrace<'_> {
+    ) -> Option<RequestTrace<'_>> {
+        if self.export.shedding.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let parent = if parts.headers.contains_key(&TRACEPARENT) {
             self.propagator.extract(&HeaderExtractor(&parts.headers))
         } else {
@@ -86,14 +94,15 @@ impl ProxyTracer {
         use opentelemetry::trace::Span as _;
         if span.is_recording() {
             let host = crate::proxy::request_host(parts);
+            let ip = client.ip().to_string();
             let mut attrs = vec![
                 KeyValue::new("http.request.method", method_value(&parts.method)),
                 KeyValue::new("url.path", parts.uri.path().to_owned()),
                 KeyValue::new("url.scheme", "http"),
                 KeyValue::new("network.protocol.version", protocol_version(parts.version)),
-                KeyValue::new("network.peer.address", client.ip().to_string()),
+                KeyValue::new("network.peer.address", ip.clone()),
                 KeyValue::new("network.peer.port", i64::from(client.port())),
-                KeyValue::new("client.address", client.ip().to_string()),
+                KeyValue::new("client.address", ip),
                 KeyValue::new("tributary.route", route.to_owned()),
                 KeyValue::new("tributary.upstream", upstream.to_owned()),
             ];
@@ -112,10 +121,10 @@ impl ProxyTracer {
             }
             span.set_attributes(attrs);
         }
-        RequestTrace {
+        Some(RequestTrace {
             tracer: self,
             cx: parent.with_span(span),
-        }
+        })
     }
 }
 
