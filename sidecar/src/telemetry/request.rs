@@ -78,7 +78,11 @@ impl ProxyTracer {
         route: &str,
         upstream: &str,
     ) -> Option<RequestTrace<'_>> {
-        if self.export.shedding.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .export
+            .shedding
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return None;
         }
         let parent = if parts.headers.contains_key(&TRACEPARENT) {
