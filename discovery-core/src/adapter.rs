@@ -11,7 +11,7 @@ use tributary_proto::v1::endpoint_discovery_server::EndpointDiscoveryServer;
 use crate::{
     Backoff, Registry,
     hub::Hub,
-    metrics::{CoreMetrics, local, serve_metrics},
+    metrics::{CoreMetrics, RegistryMetrics, local, serve_metrics},
     server::Service,
     watch::WatchConfig,
 };
@@ -79,6 +79,9 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot handle SIGINT/SIGTERM: {0}")]
     Signals(std::io::Error),
+    /// Span export is misconfigured (an `OTEL_*` variable).
+    #[error("traces: {0}")]
+    Tracing(String),
     /// Reflection could not load the contract's descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -89,6 +92,7 @@ pub struct Adapter<R> {
     registry: R,
     args: CommonArgs,
     metrics: MetricsRegistry,
+    registry_metrics: RegistryMetrics,
 }
 
 // === impl Adapter ===
@@ -100,7 +104,16 @@ impl<R: Registry> Adapter<R> {
             registry,
             args,
             metrics: MetricsRegistry::default(),
+            registry_metrics: RegistryMetrics::new(),
         }
+    }
+
+    /// Serves `metrics` (a clone of the handle the registry client times its
+    /// calls with) as `discovery_registry_request_duration_seconds`. Without
+    /// it the series is listed empty.
+    pub fn with_registry_metrics(mut self, metrics: RegistryMetrics) -> Self {
+        self.registry_metrics = metrics;
+        self
     }
 
     /// The metrics registry, for the registry crate's own series.
@@ -113,12 +126,22 @@ impl<R: Registry> Adapter<R> {
     /// Once both servers listen, prints one line to standard output:
     /// `listening grpc=<addr> metrics=<addr>` (useful with port 0).
     pub async fn run(mut self) -> Result<(), ServeError> {
+        let service = std::env::args()
+            .next()
+            .and_then(|a| {
+                std::path::Path::new(&a)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "tributary-adapter".to_owned());
+        let _tracing = crate::telemetry::init(&service).map_err(ServeError::Tracing)?;
         let grpc = bind(self.args.listen).await?;
         let metrics_listener = bind(self.args.metrics_listen).await?;
         let grpc_addr = grpc.local_addr().ok();
 
         let core_metrics = CoreMetrics::default();
         core_metrics.register(&mut self.metrics);
+        self.registry_metrics.register(&mut self.metrics);
         let cfg = WatchConfig {
             guard_share: self.args.empty_guard_share,
             guard_grace: self.args.empty_guard_grace,

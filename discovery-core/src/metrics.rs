@@ -9,7 +9,12 @@ use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 use tokio::net::TcpListener;
@@ -38,6 +43,34 @@ struct WatchLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+/// Times the calls a registry client makes to its registry (one HTTP
+/// request, one DNS query, one file read), by operation and outcome, as
+/// `discovery_registry_request_duration_seconds`. Clones share the series:
+/// give one to the registry client and one to
+/// [`Adapter::with_registry_metrics`](crate::Adapter::with_registry_metrics).
+///
+/// Time only real requests: the wait of a long poll or a watch stream
+/// for its next answer is the registry's pace, not its latency.
+#[derive(Clone, Debug)]
+pub struct RegistryMetrics {
+    requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+/// One registry call being timed; [`RegistryRequest::finish`] records it.
+#[must_use = "a request is recorded when finished"]
+#[derive(Debug)]
+pub struct RegistryRequest {
+    metrics: RegistryMetrics,
+    operation: &'static str,
+    start: std::time::Instant,
 }
 
 // === impl CoreMetrics ===
@@ -148,6 +181,66 @@ impl CoreMetrics {
     }
 }
 
+// === impl RegistryMetrics ===
+
+impl RegistryMetrics {
+    /// An empty set of series.
+    pub fn new() -> Self {
+        fn buckets() -> Histogram {
+            // 0.5 ms to about 16 s.
+            Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+        }
+        Self {
+            requests: Family::new_with_constructor(buckets),
+        }
+    }
+
+    /// Starts timing a call of `operation` (for example `health_service`).
+    pub fn start(&self, operation: &'static str) -> RegistryRequest {
+        RegistryRequest {
+            metrics: self.clone(),
+            operation,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Records a call of `operation` that took `elapsed`; `ok` when the
+    /// registry answered usefully.
+    pub fn observe(&self, operation: &'static str, elapsed: std::time::Duration, ok: bool) {
+        let labels = RequestLabels {
+            operation,
+            outcome: if ok { "ok" } else { "error" },
+        };
+        self.requests
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn register(&self, reg: &mut Registry) {
+        reg.sub_registry_with_prefix("discovery").register(
+            "registry_request_duration_seconds",
+            "Registry calls by operation and outcome (ok, error), and how long they took",
+            self.requests.clone(),
+        );
+    }
+}
+
+impl Default for RegistryMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl RegistryRequest ===
+
+impl RegistryRequest {
+    /// Records the call; `ok` when the registry answered usefully.
+    pub fn finish(self, ok: bool) {
+        self.metrics
+            .observe(self.operation, self.start.elapsed(), ok);
+    }
+}
+
 /// Serves `GET /metrics` from `registry` on `listener` until the task is dropped.
 pub(crate) async fn serve_metrics(listener: TcpListener, registry: Arc<Registry>) {
     loop {
@@ -180,8 +273,8 @@ fn metrics_response(req: &Request<Incoming>, registry: &Registry) -> Response<Fu
             match encode(&mut text, registry) {
                 Ok(()) => (
                     StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    text,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    prometheus_text(&text),
                 ),
                 Err(e) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -202,6 +295,43 @@ fn metrics_response(req: &Request<Incoming>, registry: &Registry) -> Response<Fu
         .header(hyper::header::CONTENT_TYPE, ctype)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid")
+}
+
+/// Rewrites prometheus-client's OpenMetrics text as the Prometheus text
+/// format 0.0.4, which `promtool check metrics` and every Prometheus read:
+/// a counter family's `HELP` and `TYPE` lines name it with its `_total`
+/// suffix, as its samples are named, and the `# EOF` and `# UNIT` lines go.
+pub(crate) fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match meta {
+            Some((tag, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(tag);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The bound address of the metrics listener, for the start-up line.

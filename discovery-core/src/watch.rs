@@ -243,6 +243,7 @@ impl<R: Registry> WatchTask<R> {
             kind: Some(pb::endpoint_update::Kind::Delta(d)),
         });
         tracing::debug!(target = %self.label, version, endpoints = self.set.len(), not_found, "set updated");
+        self.trace_update(version, delta.as_ref(), not_found);
         let status = self.status(state, String::new());
         self.tx.send_replace(Arc::new(Published {
             version,
@@ -251,6 +252,39 @@ impl<R: Registry> WatchTask<R> {
             status,
             status_seq: self.status_seq,
         }));
+    }
+
+    /// A span per published version: the sidecars' spans of the same
+    /// service and version are the other end.
+    fn trace_update(&self, version: u64, delta: Option<&pb::EndpointUpdate>, not_found: bool) {
+        use opentelemetry::{
+            KeyValue,
+            trace::{Span as _, SpanKind, Tracer as _},
+        };
+        let tracer = opentelemetry::global::tracer("tributary-adapter");
+        let mut span = tracer
+            .span_builder("discovery.update")
+            .with_kind(SpanKind::Producer)
+            .start(&tracer);
+        if span.is_recording() {
+            let (kind, upserts, removals) = match delta.and_then(|d| d.kind.as_ref()) {
+                Some(pb::endpoint_update::Kind::Delta(d)) => {
+                    ("delta", d.upserts.len(), d.removals.len())
+                }
+                _ => ("snapshot", self.set.len(), 0),
+            };
+            span.set_attributes([
+                KeyValue::new("discovery.service", self.target.service.clone()),
+                KeyValue::new("discovery.target", self.label.clone()),
+                KeyValue::new("discovery.version", version as i64),
+                KeyValue::new("discovery.kind", kind),
+                KeyValue::new("discovery.endpoints", self.set.len() as i64),
+                KeyValue::new("discovery.upserts", upserts as i64),
+                KeyValue::new("discovery.removals", removals as i64),
+                KeyValue::new("discovery.not_found", not_found),
+            ]);
+        }
+        span.end();
     }
 
     fn on_error(&mut self, message: &str) {

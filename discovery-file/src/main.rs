@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use discovery_core::{Adapter, CommonArgs, init_logging, parse_duration};
+use discovery_core::{Adapter, CommonArgs, RegistryMetrics, init_logging, parse_duration};
 use discovery_file::FileRegistry;
 
 /// Serves the services of a YAML endpoint file as discovery.v1 streams.
@@ -26,8 +26,10 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.common);
-    let registry = FileRegistry::start(args.file, args.poll_interval);
-    match Adapter::new(registry, args.common).run().await {
+    let metrics = RegistryMetrics::new();
+    let registry = FileRegistry::start_with_metrics(args.file, args.poll_interval, metrics.clone());
+    let adapter = Adapter::new(registry, args.common).with_registry_metrics(metrics);
+    match adapter.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

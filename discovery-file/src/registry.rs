@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use discovery_core::{Answer, ListError, Registry, RegistryError, Target};
+use discovery_core::{Answer, ListError, Registry, RegistryError, RegistryMetrics, Target};
 use futures_util::{StreamExt, stream::BoxStream};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
@@ -30,12 +30,18 @@ impl FileRegistry {
     /// Starts watching `path`: re-read on every change notification, and every
     /// `poll` in case notifications are not available (network filesystems).
     pub fn start(path: PathBuf, poll: Duration) -> Self {
-        let first = load(&path);
+        Self::start_with_metrics(path, poll, RegistryMetrics::new())
+    }
+
+    /// [`Self::start`], timing each read of the file in `metrics` (operation
+    /// `read_file`).
+    pub fn start_with_metrics(path: PathBuf, poll: Duration, metrics: RegistryMetrics) -> Self {
+        let first = load(&path, &metrics);
         if let Err(e) = first.as_ref() {
             tracing::error!(path = %path.display(), error = %e, "endpoint file refused");
         }
         let (tx, rx) = watch::channel(first);
-        tokio::spawn(reload_loop(path, poll, tx));
+        tokio::spawn(reload_loop(path, poll, tx, metrics));
         Self { rx }
     }
 }
@@ -68,13 +74,15 @@ impl Registry for FileRegistry {
     }
 }
 
-fn load(path: &Path) -> Loaded {
+fn load(path: &Path, metrics: &RegistryMetrics) -> Loaded {
+    let timer = metrics.start("read_file");
     let result = match std::fs::read_to_string(path) {
         Ok(text) => parse(&text)
             .map(Arc::new)
             .map_err(|e| format!("{}: {e}", path.display())),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     };
+    timer.finish(result.is_ok());
     Arc::new(result)
 }
 
@@ -84,7 +92,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-async fn reload_loop(path: PathBuf, poll: Duration, tx: watch::Sender<Loaded>) {
+async fn reload_loop(
+    path: PathBuf,
+    poll: Duration,
+    tx: watch::Sender<Loaded>,
+    metrics: RegistryMetrics,
+) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
@@ -135,7 +148,7 @@ async fn reload_loop(path: PathBuf, poll: Duration, tx: watch::Sender<Loaded>) {
             }
         }
         last = stamp(&path);
-        let loaded = load(&path);
+        let loaded = load(&path, &metrics);
         match loaded.as_ref() {
             Ok(s) => {
                 tracing::info!(path = %path.display(), services = s.len(), "endpoint file loaded")

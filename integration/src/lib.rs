@@ -18,6 +18,7 @@ mod fault;
 pub mod health_support;
 mod http;
 mod metrics;
+mod otel;
 mod process;
 mod sidecar;
 mod subscriber;
@@ -41,6 +42,7 @@ pub use self::{
         streamed_body,
     },
     metrics::{Metrics, scrape, wait_for_metrics},
+    otel::{Collector, ExportedSpan, installed_tool, promtool_check},
     process::{Adapter, Process, loopback_args, workspace_binary},
     sidecar::{ConfigFile, Sidecar, Upstreams, web_config, web_nodes},
     subscriber::{EndpointSet, Subscriber, connect, describe, refusal},

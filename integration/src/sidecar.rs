@@ -101,13 +101,19 @@ impl ConfigFile {
     /// Starts `sidecar --config FILE` with `args` and returns at once, for a
     /// test that expects it to fail.
     pub fn spawn(&self, args: &[&str]) -> Result<Process> {
+        self.spawn_with_env(args, &[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables (such as `OTEL_*`).
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Process> {
         let mut cmd = Command::new(workspace_binary("sidecar")?);
         cmd.arg("--config")
             .arg(self.file.path())
             .args(args)
             // Plain log lines in the standard error file.
             .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied());
         Process::spawn("sidecar", cmd)
     }
 }
@@ -123,8 +129,14 @@ impl Sidecar {
     /// Starts a sidecar with `config` and extra flags (such as
     /// `--drain-timeout 5s`) and waits for its listening line.
     pub async fn start_with(config: &str, args: &[&str]) -> Result<Self> {
+        Self::start_with_env(config, args, &[]).await
+    }
+
+    /// [`Self::start_with`] with extra environment variables (such as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub async fn start_with_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let config = ConfigFile::new(config)?;
-        let mut process = config.spawn(args)?;
+        let mut process = config.spawn_with_env(args, env)?;
         let deadline = Instant::now() + START_TIMEOUT;
         let (admin, listeners) = loop {
             let left = deadline.saturating_duration_since(Instant::now());

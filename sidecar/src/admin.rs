@@ -56,7 +56,7 @@ fn route(req: &Request<Incoming>, app: &App) -> Response<Full<Bytes>> {
                 let mut r = text(StatusCode::OK, body);
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                    "text/plain; version=0.0.4; charset=utf-8"
                         .parse()
                         .expect("static header value"),
                 );

@@ -11,6 +11,7 @@ use crate::{
     config::{Config, Listener, ListenerProtocol},
     discovery::Discovery,
     proxy::{HttpProxy, Route, RouteTable, bound, serve_http, serve_tcp},
+    telemetry::Telemetry,
     upstream::Upstream,
 };
 
@@ -20,6 +21,8 @@ pub struct App {
     running: tokio::sync::Mutex<Running>,
     current: ArcSwap<Current>,
     drain: Duration,
+    /// Traces, and the request counters that outlive reloads.
+    pub(crate) telemetry: Arc<Telemetry>,
 }
 
 /// What the admin API shows: the config in force and its upstreams.
@@ -58,7 +61,12 @@ enum ListenerKind {
 impl App {
     /// Starts the sidecar with `config`; fails if a listener cannot be bound
     /// or an upstream cannot be built.
-    pub async fn start(config: Config, text: String, drain: Duration) -> Result<Arc<Self>, String> {
+    pub async fn start(
+        config: Config,
+        text: String,
+        drain: Duration,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Arc<Self>, String> {
         let app = Arc::new(Self {
             discovery: Discovery::new(subscriber_id()),
             running: tokio::sync::Mutex::default(),
@@ -69,6 +77,7 @@ impl App {
                 listeners: Vec::new(),
             }),
             drain,
+            telemetry,
         });
         app.apply(config, text).await?;
         Ok(app)
@@ -151,7 +160,10 @@ impl App {
                         .routes
                         .iter()
                         .filter(|r| r.listeners.is_empty() || r.listeners.contains(&l.name))
-                        .map(|r| Route::new(r, upstreams[&r.upstream].clone()))
+                        .map(|r| {
+                            let stats = self.telemetry.routes.get(&r.name);
+                            Route::new(r, upstreams[&r.upstream].clone(), stats)
+                        })
                         .collect();
                     Kind::Http(RouteTable::new(routes))
                 }
@@ -195,6 +207,10 @@ impl App {
             }
         }
 
+        let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        self.telemetry.routes.retain(&names);
+        self.telemetry.apply(&config.telemetry);
+
         let mut ups: Vec<_> = running.upstreams.values().cloned().collect();
         ups.sort_by(|a, b| a.name.cmp(&b.name));
         let mut listeners: Vec<_> = running
@@ -220,7 +236,7 @@ impl App {
         let (kind, task) = match kind {
             Kind::Http(table) => {
                 let routes = Arc::new(ArcSwap::from_pointee(table));
-                let proxy = Arc::new(HttpProxy::new(routes.clone()));
+                let proxy = Arc::new(HttpProxy::new(routes.clone(), self.telemetry.clone()));
                 let task = tokio::spawn(serve_http(name, sock, proxy, stop_rx, self.drain));
                 (ListenerKind::Http(routes), task)
             }

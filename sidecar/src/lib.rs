@@ -12,6 +12,9 @@ mod health;
 mod logging;
 mod metrics;
 mod proxy;
+mod telemetry;
 pub mod upstream;
 
-pub use self::{admin::serve_admin, app::App, config::Config, logging::init_logging};
+pub use self::{
+    admin::serve_admin, app::App, config::Config, logging::init_logging, telemetry::Telemetry,
+};

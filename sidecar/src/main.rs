@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use sidecar::{App, Config, serve_admin};
+use sidecar::{App, Config, Telemetry, serve_admin};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The request path allocates and frees small buffers on every request
@@ -102,7 +102,8 @@ async fn run(args: Args, config: Config, text: String) -> Result<(), String> {
     let admin = tokio::net::TcpListener::bind(admin_addr)
         .await
         .map_err(|e| format!("admin: cannot listen on {admin_addr}: {e}"))?;
-    let app = App::start(config, text, args.drain_timeout).await?;
+    let telemetry = Telemetry::start(&config.telemetry)?;
+    let app = App::start(config, text, args.drain_timeout, telemetry.clone()).await?;
     let admin_bound = admin.local_addr().unwrap_or(admin_addr);
     tokio::spawn(serve_admin(admin, app.clone()));
     print_listening(&app, admin_bound);
@@ -125,6 +126,7 @@ async fn run(args: Args, config: Config, text: String) -> Result<(), String> {
     }
     tracing::info!("shutting down: draining requests in flight");
     app.shutdown().await;
+    telemetry.shutdown();
     tracing::info!("stopped");
     Ok(())
 }

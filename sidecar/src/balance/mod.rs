@@ -27,6 +27,7 @@ use crate::upstream::Endpoint;
 mod candidates;
 mod chash;
 mod ewma;
+mod explain;
 mod hash;
 mod least_conn;
 mod rng;
@@ -46,7 +47,7 @@ use self::{
     round_robin::RoundRobin,
 };
 
-pub use self::hash::hash_key;
+pub use self::{explain::Explained, hash::hash_key};
 
 /// The balancing algorithm of an upstream, named as in APISIX's `type`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]

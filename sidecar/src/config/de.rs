@@ -96,6 +96,11 @@ pub(super) fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(value)
 }
 
+/// Like [`ratio`], for an optional field (absent is `None`).
+pub(super) fn opt_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    ratio(d).map(Some)
+}
+
 /// A list of HTTP status codes in `MIN..=MAX`, each given once.
 pub(super) fn statuses<'de, D, const MIN: i64, const MAX: i64>(d: D) -> Result<Vec<u16>, D::Error>
 where

@@ -8,7 +8,7 @@
 //! upstreams: []   # endpoints (static nodes, discovery sources) and how to reach them
 //! adapters: {}    # discovery adapters by name, referred to by `discovery_type`
 //! admin: {}       # the admin endpoint
-//! telemetry: {}   # logs and traces
+//! telemetry: {}   # logs, traces and metric labels
 //! ```
 //!
 //! Routes and upstreams use the field names and defaults of Apache APISIX, so
@@ -26,6 +26,7 @@ mod node;
 mod route;
 mod services;
 mod source_map;
+mod telemetry;
 mod upstream;
 mod validate;
 
@@ -46,9 +47,8 @@ pub use self::error::{ConfigError, Problem};
 pub use self::listener::{Listener, ListenerProtocol};
 pub use self::node::{Node, Source};
 pub use self::route::{Route, UriMatch};
-pub use self::services::{
-    Adapter, Admin, DEFAULT_ADAPTER_CONNECT_TIMEOUT, DEFAULT_ADMIN_ADDRESS, LogFormat, Telemetry,
-};
+pub use self::services::{Adapter, Admin, DEFAULT_ADAPTER_CONNECT_TIMEOUT, DEFAULT_ADMIN_ADDRESS};
+pub use self::telemetry::{Headers, LogFormat, OtlpProtocol, Telemetry};
 pub use self::upstream::{
     BalancerType, DEFAULT_NODE_PORT, HashOn, PassHost, Scheme, Upstream, UpstreamProtocol,
 };

@@ -180,8 +180,22 @@ impl Validator<'_> {
         {
             self.issue("telemetry.otlp_endpoint", why);
         }
-        if t.service_name.is_empty() {
+        if t.service_name.as_deref().is_some_and(str::is_empty) {
             self.issue("telemetry.service_name", "is empty");
+        }
+        for (name, value) in &t.otlp_headers.0 {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.issue(
+                    format!("telemetry.otlp_headers.{name}"),
+                    "is not a valid header name",
+                );
+            } else if http::HeaderValue::from_str(value).is_err() {
+                // The value may be a secret: not shown.
+                self.issue(
+                    format!("telemetry.otlp_headers.{name}"),
+                    "has a value that is not a valid header value",
+                );
+            }
         }
     }
 }

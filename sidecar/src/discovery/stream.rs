@@ -206,10 +206,16 @@ async fn run(
                             break;
                         }
                     };
+                    let kind = match &message.kind {
+                        Some(Kind::Snapshot(_)) => "snapshot",
+                        Some(Kind::Delta(_)) => "delta",
+                        _ => "status",
+                    };
                     match apply(&mut held, message, &key) {
                         Ok(Applied::Changed) => {
                             backoff.reset();
                             publish(&tx, &held, false);
+                            trace_update(&key, &held, kind);
                         }
                         Ok(Applied::Status { stale }) => {
                             tx.send_if_modified(|s| {
@@ -299,6 +305,32 @@ fn valid_endpoints(
             }
         })
         .collect()
+}
+
+/// A span per applied update, carrying the adapter's version: the adapter's
+/// span of the same service and version is the other end.
+fn trace_update(key: &SourceKey, held: &Held, kind: &'static str) {
+    use opentelemetry::{
+        KeyValue,
+        trace::{Span as _, SpanKind, Tracer as _},
+    };
+    let tracer = opentelemetry::global::tracer("tributary-sidecar");
+    let mut span = tracer
+        .span_builder("discovery.update")
+        .with_kind(SpanKind::Consumer)
+        .start(&tracer);
+    if span.is_recording() {
+        span.set_attributes([
+            KeyValue::new("discovery.adapter", key.adapter.clone()),
+            KeyValue::new("discovery.service", key.service.clone()),
+            KeyValue::new("discovery.source", key.to_string()),
+            KeyValue::new("discovery.version", held.version.unwrap_or(0) as i64),
+            KeyValue::new("discovery.kind", kind),
+            KeyValue::new("discovery.endpoints", held.set.len() as i64),
+            KeyValue::new("discovery.not_found", held.not_found),
+        ]);
+    }
+    span.end();
 }
 
 fn publish(tx: &watch::Sender<Arc<SourceState>>, held: &Held, stale: bool) {

@@ -117,6 +117,11 @@ pub(crate) fn log_change(
     reason: &str,
     health: Health,
 ) {
+    endpoint
+        .state
+        .attempts()
+        .health_transitions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let health = health_name(health);
     let endpoint_id = &*endpoint.id;
     if matches!(to, "unhealthy" | "ejected" | "draining") {

@@ -60,6 +60,18 @@ impl ProxyError {
         }
     }
 
+    /// A short name of the error, for `error.type` in spans.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::NoEndpoint(_) => "no_endpoint",
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Upstream { .. } => "upstream",
+            Self::BadRequest(_) => "bad_request",
+        }
+    }
+
     /// Whether another endpoint may be tried with the same request.
     pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, Self::Connect { .. })

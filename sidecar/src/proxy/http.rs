@@ -30,6 +30,7 @@ use crate::{
     balance::{BalancerType, PickCtx},
     config::{PassHost, UpstreamProtocol},
     health::Attempt,
+    telemetry::{RequestTrace, RouteStats, Telemetry, traceparent_trace_id},
     upstream::Upstream,
 };
 
@@ -42,13 +43,33 @@ const MAX_ATTEMPTS: usize = 16;
 /// Serves the requests of one HTTP listener.
 pub(crate) struct HttpProxy {
     routes: Arc<ArcSwap<RouteTable>>,
+    telemetry: Arc<Telemetry>,
 }
+
+/// What the access log line needs of a request, taken only when it is on.
+struct AccessInfo {
+    method: Method,
+    path: String,
+    /// The client's trace id when the sidecar itself does not trace.
+    trace_id: Option<String>,
+}
+
+/// Where a request went: the last endpoint tried and how many attempts.
+#[derive(Default)]
+struct Outcome {
+    endpoint: Option<SocketAddr>,
+    attempts: usize,
+}
+
+/// Counts a request in its route's in-flight gauge until dropped (also
+/// when the client goes away mid-request).
+struct RouteInFlight<'a>(&'a RouteStats);
 
 // === impl HttpProxy ===
 
 impl HttpProxy {
-    pub(crate) fn new(routes: Arc<ArcSwap<RouteTable>>) -> Self {
-        Self { routes }
+    pub(crate) fn new(routes: Arc<ArcSwap<RouteTable>>, telemetry: Arc<Telemetry>) -> Self {
+        Self { routes, telemetry }
     }
 
     /// Handles one request; errors become responses here, at the edge.
@@ -57,21 +78,100 @@ impl HttpProxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let (route, upstream) = {
+        let route = {
             let routes = self.routes.load();
             match routes.find(&parts) {
-                Some(route) => (route.name.clone(), route.upstream.clone()),
+                Some(route) => route.clone(),
                 None => return Ok(error_response(&ProxyError::NoRoute)),
             }
         };
-        match forward(&upstream, parts, body, client).await {
-            Ok(resp) => Ok(resp),
-            Err(e) => {
-                tracing::debug!(%route, upstream = %upstream.name, error = %e, "request failed");
-                Ok(error_response(&e))
-            }
+        let telemetry = &*self.telemetry;
+        let in_flight = RouteInFlight::new(&route.stats);
+        let upstream = &route.upstream;
+        let trace = telemetry
+            .tracer()
+            .and_then(|t| t.start_request(&parts, client, &route.name, &upstream.name));
+        let access = telemetry.access_log().then(|| AccessInfo {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            trace_id: match &trace {
+                Some(_) => None,
+                None => traceparent_trace_id(&parts.headers).map(str::to_owned),
+            },
+        });
+        let mut outcome = Outcome::default();
+        let result = forward(
+            upstream,
+            parts,
+            body,
+            client,
+            start,
+            trace.as_ref(),
+            &mut outcome,
+        )
+        .await;
+        let (resp, err) = match result {
+            Ok(resp) => (resp, None),
+            Err(e) => (error_response(&e), Some(e)),
+        };
+        let status = resp.status().as_u16();
+        let elapsed = start.elapsed();
+        route.stats.record(status, elapsed);
+        drop(in_flight);
+        let ids = trace.as_ref().map(RequestTrace::ids);
+        if let Some(e) = &err {
+            let trace_id = ids.map(|i| i.trace_id);
+            tracing::debug!(route = %route.name, upstream = %upstream.name, error = %e, trace_id = trace_id.map(tracing::field::display), "request failed");
         }
+        if let Some(a) = access {
+            let trace_id = ids
+                .map(|i| i.trace_id.to_string())
+                .or(a.trace_id)
+                .unwrap_or_default();
+            let span_id = ids.map(|i| i.span_id.to_string()).unwrap_or_default();
+            tracing::info!(
+                target: "access",
+                client = %client,
+                method = %a.method,
+                path = %a.path,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1e3,
+                route = %route.name,
+                upstream = %upstream.name,
+                endpoint = outcome.endpoint.map(tracing::field::display),
+                attempts = outcome.attempts,
+                trace_id = %trace_id,
+                span_id = %span_id,
+                "request"
+            );
+        }
+        if let Some(t) = trace {
+            t.end(status, err.as_ref().map(|e| e as &dyn std::fmt::Display));
+        }
+        Ok(resp)
+    }
+}
+
+// === impl RouteInFlight ===
+
+impl<'a> RouteInFlight<'a> {
+    #[inline]
+    fn new(stats: &'a RouteStats) -> Self {
+        stats
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for RouteInFlight<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -80,9 +180,11 @@ async fn forward(
     mut parts: Parts,
     body: Incoming,
     client: SocketAddr,
+    start: Instant,
+    trace: Option<&RequestTrace<'_>>,
+    outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cfg = &upstream.cfg;
-    let start = Instant::now();
     let h2 = match cfg.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::H2c => true,
@@ -167,6 +269,14 @@ async fn forward(
         let endpoint = &state.endpoints[pick.index];
         tried[attempt] = pick.index;
         attempt += 1;
+        outcome.endpoint = Some(endpoint.addr);
+        outcome.attempts = attempt;
+        if attempt > 1 {
+            upstream
+                .stats
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
 
         // HTTP/1.1 connections are the endpoint's own: the origin form is
         // all they need. hyper-util's h2c client routes on the full URI.
@@ -211,7 +321,24 @@ async fn forward(
             req.headers_mut().insert(header::HOST, h);
         }
 
+        let attempt_trace = trace.and_then(|t| {
+            t.start_attempt(
+                req.headers_mut(),
+                &parts.method,
+                path.as_str(),
+                upstream,
+                &state,
+                (pick.index, pick.panic),
+                &PickCtx {
+                    hash,
+                    tried: &tried[..attempt - 1],
+                },
+                attempt,
+            )
+        });
+
         let guard = endpoint.state.begin();
+        let attempt_start = guard.started();
         let can_retry = body.is_some()
             && attempt < max_attempts
             && (cfg.retry_timeout.is_zero() || start.elapsed() < cfg.retry_timeout);
@@ -221,7 +348,13 @@ async fn forward(
                 .await
                 .map(|r| r.map(|resp| (resp, None)).map_err(SendFailure::from))
         } else {
-            let sent = pool::send(&endpoint.state.idle, endpoint.addr, clients.http1, req);
+            let sent = pool::send(
+                &endpoint.state.idle,
+                endpoint.addr,
+                clients.http1,
+                &clients.conns,
+                req,
+            );
             response_head(sent, progress.as_deref(), send, read)
                 .await
                 .map(|r| {
@@ -232,8 +365,16 @@ async fn forward(
         let err = match result {
             Ok(Ok((resp, conn))) => {
                 let status = resp.status().as_u16();
+                endpoint
+                    .state
+                    .attempts()
+                    .record(attempt_start.elapsed(), false);
                 upstream.record(endpoint, Attempt::Status(status));
-                if can_retry && idempotent && cfg.retry_on_status.contains(&status) {
+                let retry = can_retry && idempotent && cfg.retry_on_status.contains(&status);
+                if let Some(t) = attempt_trace {
+                    t.answered(status, retry);
+                }
+                if retry {
                     tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr, status, attempt, "retrying on status");
                     drop(guard);
                     continue;
@@ -267,10 +408,17 @@ async fn forward(
             },
         };
         drop(guard);
+        endpoint
+            .state
+            .attempts()
+            .record(attempt_start.elapsed(), true);
         if let Some(attempt) = err.attempt() {
             upstream.record(endpoint, attempt);
         }
         let retry = can_retry && (err.is_retryable() || idempotent);
+        if let Some(t) = attempt_trace {
+            t.failed(err.kind(), &err, retry);
+        }
         tracing::debug!(upstream = %upstream.name, error = %err, attempt, retry, "attempt failed");
         if !retry {
             return Err(err);

@@ -13,10 +13,10 @@ mod server;
 mod tcp;
 
 pub(crate) use self::{
-    client::UpstreamClients,
+    client::{ConnectionStats, UpstreamClients},
     http::HttpProxy,
     pool::IdleConns,
-    route::{Route, RouteTable},
+    route::{Route, RouteTable, request_host},
     server::{bound, serve_http},
     tcp::serve_tcp,
 };

@@ -17,7 +17,7 @@ use std::{
     collections::VecDeque,
     fmt,
     net::SocketAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -26,10 +26,12 @@ use hyper::{
     body::Incoming,
     client::conn::http1::{Builder, SendRequest},
 };
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::RequestBody;
+use super::{
+    body::RequestBody,
+    client::{ConnectionStats, Counted},
+};
 use crate::config;
 
 /// TCP keep-alive probes on upstream connections start after this idle time.
@@ -173,12 +175,13 @@ pub(crate) async fn send(
     idle: &IdleConns,
     addr: SocketAddr,
     limits: PoolLimits,
+    stats: &Arc<ConnectionStats>,
     mut req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Conn), SendError> {
     loop {
         let mut conn = match idle.take(limits) {
             Some(c) => c,
-            None => connect(addr, limits.connect).await?,
+            None => connect(addr, limits.connect, stats).await?,
         };
         if let Err(e) = conn.sender.ready().await {
             if conn.reused {
@@ -197,7 +200,11 @@ pub(crate) async fn send(
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, SendError> {
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    stats: &Arc<ConnectionStats>,
+) -> Result<Conn, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(SendError::Connect(e)),
@@ -212,7 +219,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, SendError>
     let _ = socket2::SockRef::from(&stream)
         .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
     let (sender, conn) = Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(Counted::new(stream, stats))
         .await
         .map_err(SendError::Http)?;
     tokio::spawn(async move {

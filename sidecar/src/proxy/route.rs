@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use http::{HeaderName, Method, request::Parts};
 
-use crate::{config, upstream::Upstream};
+use crate::{config, telemetry::RouteStats, upstream::Upstream};
 
 /// The routes of one listener, in match order.
 #[derive(Default)]
 pub(crate) struct RouteTable {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
 }
 
 /// One compiled route.
@@ -22,6 +22,8 @@ pub(crate) struct Route {
     headers: Vec<(HeaderName, String)>,
     priority: i32,
     pub(crate) upstream: Arc<Upstream>,
+    /// The route's request counters (kept by name across reloads).
+    pub(crate) stats: Arc<RouteStats>,
 }
 
 enum HostMatch {
@@ -41,11 +43,13 @@ impl RouteTable {
                 std::cmp::Reverse(r.specificity()),
             )
         });
-        Self { routes }
+        Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        }
     }
 
     /// The first route that matches the request.
-    pub(crate) fn find(&self, req: &Parts) -> Option<&Route> {
+    pub(crate) fn find(&self, req: &Parts) -> Option<&Arc<Route>> {
         let host = request_host(req);
         self.routes.iter().find(|r| r.matches(req, host))
     }
@@ -54,7 +58,11 @@ impl RouteTable {
 // === impl Route ===
 
 impl Route {
-    pub(crate) fn new(cfg: &config::Route, upstream: Arc<Upstream>) -> Self {
+    pub(crate) fn new(
+        cfg: &config::Route,
+        upstream: Arc<Upstream>,
+        stats: Arc<RouteStats>,
+    ) -> Self {
         Self {
             name: cfg.name.as_str().into(),
             hosts: cfg
@@ -70,6 +78,7 @@ impl Route {
             headers: cfg.headers.clone(),
             priority: cfg.priority,
             upstream,
+            stats,
         }
     }
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::clock;
-use crate::{health::HealthCell, proxy::IdleConns};
+use crate::{health::HealthCell, proxy::IdleConns, telemetry::AttemptStats};
 
 /// One endpoint of an upstream, immutable for one version of the set.
 #[derive(Debug)]
@@ -52,6 +52,8 @@ pub struct EndpointState {
     verdicts: HealthCell,
     /// Idle keep-alive HTTP/1.1 connections to the endpoint.
     pub(crate) idle: IdleConns,
+    /// Attempt latency and failures, for `/metrics`.
+    attempts: AttemptStats,
 }
 
 /// Whether an endpoint may take new requests.
@@ -109,6 +111,7 @@ impl Default for EndpointState {
             ewma_stamp_ns: AtomicU64::new(0),
             verdicts: HealthCell::default(),
             idle: IdleConns::default(),
+            attempts: AttemptStats::default(),
         }
     }
 }
@@ -137,6 +140,12 @@ impl EndpointState {
     /// Each verdict apart, and the checks' counters.
     pub(crate) fn verdicts(&self) -> &HealthCell {
         &self.verdicts
+    }
+
+    /// The endpoint's attempt counters.
+    #[inline]
+    pub(crate) fn attempts(&self) -> &AttemptStats {
+        &self.attempts
     }
 
     /// Starts counting a request; the returned guard ends it.
@@ -228,6 +237,12 @@ const EXP2_NEG_64THS: [f64; 64] = {
 // === impl InFlight ===
 
 impl InFlight {
+    /// When the request started.
+    #[inline]
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     /// Ends the request, recording its latency for EWMA.
     pub fn finish(mut self) {
         self.complete(true);

@@ -37,6 +37,7 @@ use crate::{
         log_change, spawn_checker,
     },
     proxy::UpstreamClients,
+    telemetry::UpstreamStats,
 };
 
 /// One configured upstream and its live endpoint set.
@@ -57,6 +58,9 @@ pub struct Upstream {
     passive: Option<PassivePolicy>,
     /// Panic mode: whether every endpoint is unavailable, and counts.
     pub(crate) panic: PanicState,
+    /// Retries and the attempt counts of departed endpoints; shared with
+    /// the upstream this one replaces, so counters survive reloads.
+    pub(crate) stats: Arc<UpstreamStats>,
     /// Bumped with each new set, for the health checker.
     set_version: watch::Sender<u64>,
     /// Wakes the health checker when a passive ejection starts.
@@ -114,6 +118,7 @@ impl Upstream {
         let live = previous
             .map(|p| p.live.lock().expect("live map lock poisoned").clone())
             .unwrap_or_default();
+        let stats: Arc<UpstreamStats> = previous.map(|p| p.stats.clone()).unwrap_or_default();
         let up = Arc::new(Self {
             name: cfg.name.as_str().into(),
             cfg: cfg.clone(),
@@ -124,13 +129,14 @@ impl Upstream {
                 sources: Vec::new(),
             }),
             live: Mutex::new(live),
-            clients: UpstreamClients::new(&cfg),
+            clients: UpstreamClients::new(&cfg, &stats.connections),
             host_header: cfg
                 .upstream_host
                 .as_deref()
                 .and_then(|h| http::HeaderValue::from_str(h).ok()),
             passive: passive.map(|p| PassivePolicy::new(p, active.is_some())),
             panic: PanicState::default(),
+            stats,
             set_version: watch::Sender::new(0),
             wake: Arc::new(Notify::new()),
             tasks: Mutex::new(Vec::new()),
@@ -273,6 +279,11 @@ impl Upstream {
                 e
             })
             .collect();
+        // What is left in `live` left the set: keep its attempt counts in
+        // the upstream's sums.
+        for gone in live.values() {
+            self.stats.absorb(gone.attempts());
+        }
         *live = next_live;
         drop(live);
         let balancer = Balancer::build(self.cfg.r#type, &endpoints);

@@ -1,0 +1,228 @@
+//! Traces end to end with the real OpenTelemetry Collector: a request with a
+//! `traceparent` goes through the sidecar to a demo backend that shows the
+//! headers it got; the backend saw the same trace with the sidecar's client
+//! span as parent, and the collector received the server and client spans
+//! with the HTTP semantic-convention attributes and the balancer's
+//! explanation, over OTLP/gRPC and OTLP/HTTP; the file adapter's and the
+//! sidecar's spans of one discovery update carry the same version.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use hyper::Method;
+use integration::{
+    Adapter, Backend, Collector, EndpointFile, ExportedSpan, HttpClient, Sidecar, closed_port,
+    empty_body, http_request, service_file, web_config, workspace_binary,
+};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+/// OTLP span kinds.
+const SERVER: i64 = 2;
+const CLIENT: i64 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()> {
+    let collector = Collector::start().await?;
+    let backend = Backend::start("a").await?;
+    // A weight-0 node: listed in the explanation as skipped.
+    let idle = closed_port()?;
+    let nodes = format!("    nodes: {{\"{}\": 1, \"{idle}\": 0}}\n", backend.addr());
+    let endpoint = format!("http://{}", collector.grpc());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let sidecar = Sidecar::start_with_env(&web_config(None, &nodes), &[], &env).await?;
+    let http = sidecar.listener("http")?;
+
+    let req = http_request(Method::GET, http, "/headers?x=1")
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .header("user-agent", "observability-test")
+        .body(empty_body())?;
+    let reply = HttpClient::http1().send(req).await?.ok()?;
+    let seen = reply.text();
+    let traceparent = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .with_context(|| format!("the backend got no traceparent:\n{seen}"))?;
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    ensure!(
+        parts.len() == 4 && parts[1] == TRACE_ID && parts[3] == "01",
+        "the backend got traceparent {traceparent:?}, not trace {TRACE_ID} sampled"
+    );
+    let client_span_id = parts[2].to_owned();
+    ensure!(
+        client_span_id != PARENT_ID,
+        "the sidecar passed the caller's span on instead of its own"
+    );
+
+    let spans = sidecar.explain(
+        collector
+            .wait_for_spans(DEADLINE, "the sidecar's server and client spans", |s| {
+                find(s, SERVER).is_some() && find(s, CLIENT).is_some()
+            })
+            .await,
+    )?;
+    let server = find(&spans, SERVER).expect("waited for");
+    let client = find(&spans, CLIENT).expect("waited for");
+    ensure!(
+        server.service == "tributary-sidecar",
+        "service {:?}",
+        server.service
+    );
+    ensure!(
+        server.parent_span_id == PARENT_ID,
+        "server span parent {:?}",
+        server.parent_span_id
+    );
+    ensure!(
+        client.span_id == client_span_id && client.parent_span_id == server.span_id,
+        "client span {} (parent {}) is not what the backend saw ({client_span_id}) under the server span {}",
+        client.span_id,
+        client.parent_span_id,
+        server.span_id
+    );
+    let port = backend.addr().port().to_string();
+    let want_server = [
+        ("http.request.method", "GET"),
+        ("url.path", "/headers"),
+        ("url.query", "x=1"),
+        ("url.scheme", "http"),
+        ("http.response.status_code", "200"),
+        ("network.peer.address", "127.0.0.1"),
+        ("client.address", "127.0.0.1"),
+        ("server.address", "127.0.0.1"),
+        ("network.protocol.version", "1.1"),
+        ("user_agent.original", "observability-test"),
+        ("tributary.route", "default"),
+        ("tributary.upstream", "web"),
+    ];
+    check_attrs(server, &want_server)?;
+    let want_client = [
+        ("http.request.method", "GET"),
+        ("http.response.status_code", "200"),
+        ("server.address", "127.0.0.1"),
+        ("server.port", port.as_str()),
+        ("network.peer.address", "127.0.0.1"),
+        ("network.peer.port", port.as_str()),
+        ("tributary.upstream", "web"),
+        ("tributary.attempt", "1"),
+        ("tributary.balancer", "roundrobin"),
+        ("tributary.balancer.panic", "false"),
+    ];
+    check_attrs(client, &want_client)?;
+    let url = format!("http://{}/headers?x=1", backend.addr());
+    ensure!(client.attr("url.full").as_deref() == Some(url.as_str()));
+    ensure!(client.attr("tributary.endpoint") == Some(backend.addr().to_string()));
+    ensure!(client.attr("tributary.endpoint_set.generation").is_some());
+    let chosen = format!("{} chosen weight=1.0000", backend.addr());
+    let candidates = client.attr_list("tributary.balancer.candidates");
+    ensure!(candidates == [chosen.clone()], "candidates {candidates:?}");
+    let skipped = client.attr_list("tributary.balancer.skipped");
+    ensure!(
+        skipped == [format!("{idle} weight=0.0000: weight 0")],
+        "skipped {skipped:?}"
+    );
+
+    // OTLP/HTTP: a second sidecar exports through the collector's HTTP port.
+    let endpoint = format!("http://{}", collector.http());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "sidecar-over-http"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let nodes = format!("    nodes: {{\"{}\": 1}}\n", backend.addr());
+    let over_http = Sidecar::start_with_env(&web_config(None, &nodes), &[], &env).await?;
+    HttpClient::http1()
+        .get(over_http.listener("http")?, "/")
+        .await?
+        .ok()?;
+    over_http.explain(
+        collector
+            .wait_for_spans(DEADLINE, "spans sent over OTLP/HTTP", |s| {
+                s.iter()
+                    .any(|s| s.service == "sidecar-over-http" && s.kind == SERVER)
+            })
+            .await,
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_updates_are_traced_by_the_adapter_and_the_sidecar_with_one_version() -> Result<()>
+{
+    let collector = Collector::start().await?;
+    let (a, b) = (Backend::start("a").await?, Backend::start("b").await?);
+    let file = EndpointFile::new(&service_file("web", [&a]))?;
+    let endpoint = format!("http://{}", collector.grpc());
+    let path = file.path().to_str().context("non-UTF-8 temp path")?;
+    let mut cmd = std::process::Command::new(workspace_binary("discovery-file")?);
+    cmd.args(["--file", path])
+        .args(integration::loopback_args())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let adapter = Adapter::start("discovery-file", cmd).await?;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let upstream = "    discovery_type: file\n    service_name: web\n";
+    let sidecar =
+        Sidecar::start_with_env(&web_config(Some(adapter.grpc()), upstream), &[], &env).await?;
+    sidecar.wait_ready(DEADLINE).await?;
+    file.write(&service_file("web", [&a, &b]))?;
+
+    // Version 2 is the delta that added b: both ends traced it.
+    let spans = adapter.explain(
+        collector
+            .wait_for_spans(
+                DEADLINE,
+                "version 2 from the adapter and the sidecar",
+                |s| {
+                    update(s, "discovery-file", "2").is_some()
+                        && update(s, "tributary-sidecar", "2").is_some()
+                },
+            )
+            .await,
+    )?;
+    let sent = update(&spans, "discovery-file", "2").expect("waited for");
+    let got = update(&spans, "tributary-sidecar", "2").expect("waited for");
+    ensure!(sent.attr("discovery.kind").as_deref() == Some("delta"));
+    ensure!(sent.attr("discovery.upserts").as_deref() == Some("1"));
+    ensure!(got.attr("discovery.kind").as_deref() == Some("delta"));
+    ensure!(got.attr("discovery.endpoints").as_deref() == Some("2"));
+    ensure!(got.attr("discovery.adapter").as_deref() == Some("file"));
+    Ok(())
+}
+
+fn find(spans: &[ExportedSpan], kind: i64) -> Option<&ExportedSpan> {
+    spans
+        .iter()
+        .find(|s| s.kind == kind && s.trace_id == TRACE_ID)
+}
+
+fn update<'a>(spans: &'a [ExportedSpan], service: &str, version: &str) -> Option<&'a ExportedSpan> {
+    spans.iter().find(|s| {
+        s.service == service
+            && s.name == "discovery.update"
+            && s.attr("discovery.service").as_deref() == Some("web")
+            && s.attr("discovery.version").as_deref() == Some(version)
+    })
+}
+
+fn check_attrs(span: &ExportedSpan, want: &[(&str, &str)]) -> Result<()> {
+    for (k, v) in want {
+        ensure!(
+            span.attr(k).as_deref() == Some(*v),
+            "{} span: {k} is {:?}, want {v:?}; attributes: {:?}",
+            span.name,
+            span.attr(k),
+            span.attributes
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The trace pipeline's settings, from the standard `OTEL_*` environment
+//! variables overridden by the config's `telemetry` section, and the tracer
+//! provider built from them.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{Sampler, SdkTracerProvider},
+};
+
+use super::export::{BatchConfig, ExportStats, QueueProcessor};
+use crate::config::{OtlpProtocol, Telemetry};
+
+/// Where and how spans are exported, resolved from config and environment.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TraceSettings {
+    /// The full export URI (for HTTP, with its `/v1/traces` path).
+    pub(crate) endpoint: String,
+    pub(crate) protocol: OtlpProtocol,
+    /// Headers of the config (the exporter adds `OTEL_EXPORTER_OTLP_HEADERS`).
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) service_name: String,
+    pub(crate) sampler: SamplerChoice,
+    pub(crate) batch: BatchConfig,
+}
+
+/// The sampler, as `OTEL_TRACES_SAMPLER` names them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum SamplerChoice {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+    ParentOn,
+    ParentOff,
+    ParentRatio(f64),
+}
+
+impl PartialEq for BatchConfig {
+    fn eq(&self, o: &Self) -> bool {
+        (self.queue, self.batch, self.interval, self.timeout)
+            == (o.queue, o.batch, o.interval, o.timeout)
+    }
+}
+
+/// Resolves the settings; `Ok(None)` when traces are off. `env` reads an
+/// environment variable (tests pass a map).
+pub(crate) fn resolve(
+    cfg: &Telemetry,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<TraceSettings>, String> {
+    let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let signal_endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let base_endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let env_off = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    let has_endpoint =
+        cfg.otlp_endpoint.is_some() || signal_endpoint.is_some() || base_endpoint.is_some();
+    let on = cfg.traces.unwrap_or(has_endpoint && !env_off);
+    if !on {
+        return Ok(None);
+    }
+    let protocol = match cfg.otlp_protocol {
+        Some(p) => p,
+        None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .as_deref()
+        {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some(other) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported (grpc or http/protobuf)"
+                ));
+            }
+        },
+    };
+    let with_path = |base: &str| match protocol {
+        OtlpProtocol::Grpc => base.to_owned(),
+        OtlpProtocol::HttpProtobuf if base.trim_end_matches('/').ends_with("/v1/traces") => {
+            base.to_owned()
+        }
+        OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+    };
+    let default_base = match protocol {
+        OtlpProtocol::Grpc => "http://localhost:4317",
+        OtlpProtocol::HttpProtobuf => "http://localhost:4318",
+    };
+    let endpoint = match (&cfg.otlp_endpoint, signal_endpoint, base_endpoint) {
+        (Some(c), _, _) => with_path(c),
+        (None, Some(signal), _) => signal,
+        (None, None, Some(base)) => with_path(&base),
+        (None, None, None) => with_path(default_base),
+    };
+    let service_name = cfg
+        .service_name
+        .clone()
+        .or_else(|| env("OTEL_SERVICE_NAME"))
+        .unwrap_or_else(|| "tributary-sidecar".to_owned());
+    let sampler = match cfg.sampling_ratio {
+        Some(r) => SamplerChoice::ParentRatio(r),
+        None => sampler_from_env(env("OTEL_TRACES_SAMPLER"), env("OTEL_TRACES_SAMPLER_ARG"))?,
+    };
+    let num = |k: &str| -> Result<Option<u64>, String> {
+        env(k)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{k}={v:?} is not a positive whole number"))
+            })
+            .transpose()
+    };
+    let timeout = match cfg.otlp_timeout {
+        Some(t) => t,
+        None => num("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")?
+            .or(num("OTEL_EXPORTER_OTLP_TIMEOUT")?)
+            .map_or(Duration::from_secs(10), Duration::from_millis),
+    };
+    let queue = match cfg.span_queue_size {
+        Some(q) => q,
+        None => num("OTEL_BSP_MAX_QUEUE_SIZE")?.map_or(2048, |n| n as usize),
+    };
+    let batch = match cfg.span_batch_size {
+        Some(b) => b,
+        None => num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")?.map_or(512, |n| n as usize),
+    }
+    .min(queue);
+    let interval = match cfg.span_export_interval {
+        Some(d) => d,
+        None => {
+            num("OTEL_BSP_SCHEDULE_DELAY")?.map_or(Duration::from_secs(1), Duration::from_millis)
+        }
+    };
+    Ok(Some(TraceSettings {
+        endpoint,
+        protocol,
+        headers: cfg
+            .otlp_headers
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        service_name,
+        sampler,
+        batch: BatchConfig {
+            queue,
+            batch,
+            interval,
+            timeout,
+        },
+    }))
+}
+
+fn sampler_from_env(name: Option<String>, arg: Option<String>) -> Result<SamplerChoice, String> {
+    let ratio = || -> Result<f64, String> {
+        match &arg {
+            None => Ok(1.0),
+            Some(a) => a
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG={a:?} is not a ratio in 0..=1")),
+        }
+    };
+    Ok(match name.as_deref().map(str::trim) {
+        None | Some("parentbased_always_on") => SamplerChoice::ParentOn,
+        Some("always_on") => SamplerChoice::AlwaysOn,
+        Some("always_off") => SamplerChoice::AlwaysOff,
+        Some("traceidratio") => SamplerChoice::Ratio(ratio()?),
+        Some("parentbased_always_off") => SamplerChoice::ParentOff,
+        Some("parentbased_traceidratio") => SamplerChoice::ParentRatio(ratio()?),
+        Some(other) => {
+            return Err(format!(
+                "OTEL_TRACES_SAMPLER={other:?} is not supported (always_on, always_off, \
+                 traceidratio, parentbased_always_on, parentbased_always_off, \
+                 parentbased_traceidratio)"
+            ));
+        }
+    })
+}
+
+impl SamplerChoice {
+    fn sampler(self) -> Sampler {
+        let parent = |s| Sampler::ParentBased(Box::new(s));
+        match self {
+            Self::AlwaysOn => Sampler::AlwaysOn,
+            Self::AlwaysOff => Sampler::AlwaysOff,
+            Self::Ratio(r) => Sampler::TraceIdRatioBased(r),
+            Self::ParentOn => parent(Sampler::AlwaysOn),
+            Self::ParentOff => parent(Sampler::AlwaysOff),
+            Self::ParentRatio(r) => parent(Sampler::TraceIdRatioBased(r)),
+        }
+    }
+}
+
+/// Builds the tracer provider: the OTLP exporter on its own thread behind a
+/// bounded queue.
+pub(crate) fn provider(
+    s: &TraceSettings,
+    stats: Arc<ExportStats>,
+) -> Result<SdkTracerProvider, String> {
+    let resource = Resource::builder()
+        .with_service_name(s.service_name.clone())
+        .build();
+    let (endpoint, protocol, headers, timeout) = (
+        s.endpoint.clone(),
+        s.protocol,
+        s.headers.clone(),
+        s.batch.timeout,
+    );
+    let make = move || -> Result<opentelemetry_otlp::SpanExporter, String> {
+        let built = match protocol {
+            OtlpProtocol::Grpc => {
+                let mut md = tonic::metadata::MetadataMap::new();
+                for (k, v) in &headers {
+                    let key = k
+                        .to_ascii_lowercase()
+                        .parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>()
+                        .map_err(|_| format!("telemetry.otlp_headers: bad header name {k:?}"))?;
+                    let value = v
+                        .parse()
+                        .map_err(|_| format!("telemetry.otlp_headers.{k}: bad value"))?;
+                    md.insert(key, value);
+                }
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(timeout)
+                    .with_metadata(md)
+                    .build()
+            }
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint.clone())
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(timeout)
+                .with_headers(headers.iter().cloned().collect::<HashMap<_, _>>())
+                .build(),
+        };
+        built.map_err(|e| format!("cannot build the OTLP exporter for {endpoint}: {e}"))
+    };
+    let processor = QueueProcessor::start(make, resource.clone(), s.batch, stats)?;
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(s.sampler.sampler())
+        .with_resource(resource)
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn off_without_an_endpoint_or_when_disabled() {
+        let cfg = Telemetry::default();
+        assert_eq!(resolve(&cfg, env(&[])).unwrap(), None);
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ];
+        assert_eq!(resolve(&cfg, env(&vars)).unwrap(), None);
+        let cfg = Telemetry {
+            traces: Some(false),
+            otlp_endpoint: Some("http://c:4317".into()),
+            ..Telemetry::default()
+        };
+        assert_eq!(resolve(&cfg, env(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn environment_configures_and_config_overrides() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ];
+        let s = resolve(&Telemetry::default(), env(&vars)).unwrap().unwrap();
+        assert_eq!(s.endpoint, "http://env:4318/v1/traces");
+        assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(s.service_name, "from-env");
+        assert_eq!(s.sampler, SamplerChoice::ParentRatio(0.25));
+        assert_eq!((s.batch.queue, s.batch.batch), (100, 100));
+        assert_eq!(s.batch.interval, Duration::from_millis(200));
+
+        let cfg = Telemetry {
+            otlp_endpoint: Some("http://cfg:4317".into()),
+            otlp_protocol: Some(OtlpProtocol::Grpc),
+            service_name: Some("from-config".into()),
+            sampling_ratio: Some(0.5),
+            ..Telemetry::default()
+        };
+        let s = resolve(&cfg, env(&vars)).unwrap().unwrap();
+        assert_eq!(s.endpoint, "http://cfg:4317");
+        assert_eq!(s.service_name, "from-config");
+        assert_eq!(s.sampler, SamplerChoice::ParentRatio(0.5));
+    }
+
+    #[test]
+    fn bad_environment_values_are_named() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+        ];
+        let e = resolve(&Telemetry::default(), env(&vars)).unwrap_err();
+        assert!(e.contains("OTEL_TRACES_SAMPLER"), "{e}");
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ];
+        assert!(resolve(&Telemetry::default(), env(&vars)).is_err());
+    }
+}
