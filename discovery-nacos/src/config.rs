@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(a.base, "http://10.0.0.1:8848");
         assert_eq!(a.grpc_uri(1000).unwrap(), "http://10.0.0.1:9848");
         let a: ServerAddr = "https://nacos.example.com/".parse().unwrap();
-        assert_eq!((a.base.as_str(), a.port), ("https://nacos.example.com:8848", 8848));
+        assert_eq!(
+            (a.base.as_str(), a.port),
+            ("https://nacos.example.com:8848", 8848)
+        );
         assert_eq!(a.grpc_uri(-8000).unwrap(), "https://nacos.example.com:848");
         let a: ServerAddr = "[::1]:9000".parse().unwrap();
         assert_eq!(a.base, "http://[::1]:9000");

@@ -141,7 +141,10 @@ mod tests {
             namespace: "public".into(),
             group: "DEFAULT_GROUP".into(),
             service: "web".into(),
-            clusters: clusters.iter().map(|c| c.to_string()).collect::<BTreeSet<_>>(),
+            clusters: clusters
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<BTreeSet<_>>(),
             healthy_only,
         }
     }

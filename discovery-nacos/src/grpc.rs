@@ -63,8 +63,15 @@ impl Session {
             request_id: "0".into(),
             headers: HashMap::new(),
         };
-        let answer = call(&mut unary, &uri, cfg.request_timeout, "ServerCheckRequest", &check, None)
-            .await?;
+        let answer = call(
+            &mut unary,
+            &uri,
+            cfg.request_timeout,
+            "ServerCheckRequest",
+            &check,
+            None,
+        )
+        .await?;
         expect_ok("ServerCheckRequest", &uri, &answer)?;
 
         let (outbound, rx) = mpsc::channel(OUTBOUND);
@@ -92,7 +99,12 @@ impl Session {
             bi.request_bi_stream(ReceiverStream::new(rx)),
         )
         .await
-        .map_err(|_| fail("opening the stream", format!("no answer within {:?}", cfg.request_timeout)))?
+        .map_err(|_| {
+            fail(
+                "opening the stream",
+                format!("no answer within {:?}", cfg.request_timeout),
+            )
+        })?
         .map_err(|s| fail("opening the stream", status(&s)))?
         .into_inner();
         Ok(Self {
@@ -126,7 +138,9 @@ impl Session {
             request_id: self.request_id(),
             headers: HashMap::new(),
         };
-        let body = self.call("SubscribeServiceRequest", &request, token).await?;
+        let body = self
+            .call("SubscribeServiceRequest", &request, token)
+            .await?;
         let what = format!("SubscribeServiceRequest for {}", key.label());
         expect_ok(&what, &self.server, &body)?;
         let r: SubscribeResponse = parse(&format!("{what} answer"), &body)?;
@@ -150,8 +164,14 @@ impl Session {
                 .message()
                 .await
                 .map_err(|s| format!("nacos gRPC {}: stream failed: {}", self.server, status(&s)))?
-                .ok_or_else(|| format!("nacos gRPC {}: the server closed the stream", self.server))?;
-            let kind = m.metadata.as_ref().map(|m| m.r#type.clone()).unwrap_or_default();
+                .ok_or_else(|| {
+                    format!("nacos gRPC {}: the server closed the stream", self.server)
+                })?;
+            let kind = m
+                .metadata
+                .as_ref()
+                .map(|m| m.r#type.clone())
+                .unwrap_or_default();
             let body = m.body.map(|b| b.value).unwrap_or_default();
             let request: ServerRequest = match parse(&format!("{kind} from {}", self.server), &body)
             {
@@ -165,9 +185,8 @@ impl Session {
             match kind.as_str() {
                 "NotifySubscriberRequest" => {
                     self.ack("NotifySubscriberResponse", id)?;
-                    let same = |got: &Option<String>, want: &str| {
-                        got.as_deref().is_none_or(|g| g == want)
-                    };
+                    let same =
+                        |got: &Option<String>, want: &str| got.as_deref().is_none_or(|g| g == want);
                     let ours = same(&request.service_name, &key.service)
                         && same(&request.group_name, &key.group)
                         && same(&request.namespace, &key.namespace);
@@ -188,7 +207,9 @@ impl Session {
                         self.server
                     ));
                 }
-                other => tracing::debug!(server = %self.server, kind = other, "server request ignored"),
+                other => {
+                    tracing::debug!(server = %self.server, kind = other, "server request ignored")
+                }
             }
         }
     }
@@ -223,7 +244,15 @@ impl Session {
         body: &impl Serialize,
         token: Option<String>,
     ) -> Result<Vec<u8>, String> {
-        call(&mut self.unary, &self.server, self.timeout, kind, body, token).await
+        call(
+            &mut self.unary,
+            &self.server,
+            self.timeout,
+            kind,
+            body,
+            token,
+        )
+        .await
     }
 }
 

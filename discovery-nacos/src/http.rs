@@ -107,10 +107,11 @@ impl Http {
             return Ok(true);
         }
         let text = String::from_utf8_lossy(&reply.body).to_ascii_lowercase();
-        if (400..500).contains(&reply.status) || reply.status == 500 {
-            if text.contains("not found") || text.contains("not exist") {
-                return Ok(false);
-            }
+        // Nacos answers 400 or 404, rnacos 500, naming the missing service.
+        if (400..=500).contains(&reply.status)
+            && (text.contains("not found") || text.contains("not exist"))
+        {
+            return Ok(false);
         }
         Err(status_error(&what, &reply))
     }
@@ -237,15 +238,16 @@ impl Http {
                         body,
                     });
                 }
-                Ok((status, body)) => errors.push(format!(
-                    "{}: HTTP {status}: {}",
-                    server.base,
-                    head(&body)
-                )),
+                Ok((status, body)) => {
+                    errors.push(format!("{}: HTTP {status}: {}", server.base, head(&body)))
+                }
                 Err(e) => errors.push(format!("{}: {e}", server.base)),
             }
         }
-        Err(format!("{what}: no nacos server answered ({})", errors.join("; ")))
+        Err(format!(
+            "{what}: no nacos server answered ({})",
+            errors.join("; ")
+        ))
     }
 
     async fn read(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), String> {

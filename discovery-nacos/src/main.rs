@@ -4,9 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use discovery_core::{Adapter, CommonArgs, init_logging, parse_duration};
-use discovery_nacos::{
-    Credentials, EndpointOptions, Mode, NacosConfig, NacosRegistry, ServerAddr,
-};
+use discovery_nacos::{Credentials, EndpointOptions, Mode, NacosConfig, NacosRegistry, ServerAddr};
 
 /// Serves Nacos services as discovery.v1 endpoint streams.
 #[derive(Parser, Debug)]
@@ -14,11 +12,21 @@ use discovery_nacos::{
 struct Args {
     /// A Nacos server, `host:port` of its HTTP API (or `http://host:port`,
     /// `https://host:port`). Repeat or separate with commas for fail-over.
-    #[arg(long = "nacos-addr", env = "TRIBUTARY_NACOS_ADDR", required = true, value_delimiter = ',')]
+    #[arg(
+        long = "nacos-addr",
+        env = "TRIBUTARY_NACOS_ADDR",
+        required = true,
+        value_delimiter = ','
+    )]
     servers: Vec<ServerAddr>,
 
     /// The gRPC port of each server is its HTTP port plus this offset.
-    #[arg(long, env = "TRIBUTARY_NACOS_GRPC_PORT_OFFSET", default_value_t = 1000, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "TRIBUTARY_NACOS_GRPC_PORT_OFFSET",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
     grpc_port_offset: i32,
 
     /// User name for the Nacos login (needs --password-file).

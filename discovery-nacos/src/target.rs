@@ -163,7 +163,8 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_named() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             ("web", &[("zone", "a")], "unknown watch argument \"zone\""),
             ("web", &[("healthy_only", "yes")], "healthy_only must be"),
             ("web", &[("group_name", "a b")], "group_name \"a b\""),

@@ -15,6 +15,7 @@ mod fault;
 pub mod health_support;
 mod http;
 mod metrics;
+mod nacos;
 mod process;
 mod sidecar;
 mod subscriber;
@@ -32,6 +33,7 @@ pub use self::{
         streamed_body,
     },
     metrics::{Metrics, scrape, wait_for_metrics},
+    nacos::{Nacos, NacosControl, NacosInstance},
     process::{Adapter, Process, loopback_args, workspace_binary},
     sidecar::{ConfigFile, Sidecar, Upstreams, web_config, web_nodes},
     subscriber::{EndpointSet, Subscriber, connect, describe, refusal},
