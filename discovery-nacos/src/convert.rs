@@ -48,7 +48,7 @@ pub(crate) fn scale_factor(weights: impl Iterator<Item = f64>) -> f64 {
         .find(|f| {
             weights.iter().all(|w| {
                 let x = w * f;
-                (x - x.round()).abs() <= 1e-6 * x.max(1.0)
+                (x - x.round()).abs() < 1e-6
             })
         })
         .unwrap_or(10f64.powi(MAX_SCALE_DIGITS as i32))
@@ -164,6 +164,25 @@ mod tests {
         assert_eq!(f(&[0.0001, 1.0]), [1, 1000]);
         assert_eq!(f(&[-1.0]), [-1]);
         assert_eq!(f(&[f64::NAN]), [-1]);
+    }
+
+    proptest::proptest! {
+        /// Weights with up to three decimals keep their exact ratios.
+        #[test]
+        fn scaling_keeps_ratios(thousandths in proptest::collection::vec(0u32..10_000_000, 1..20)) {
+            let weights: Vec<f64> = thousandths.iter().map(|t| f64::from(*t) / 1000.0).collect();
+            let factor = scale_factor(weights.iter().copied());
+            let scaled: Vec<i64> = weights.iter().map(|w| scale(*w, factor)).collect();
+            for (i, a) in thousandths.iter().enumerate() {
+                for (j, b) in thousandths.iter().enumerate() {
+                    // a/b == sa/sb, cross-multiplied.
+                    proptest::prop_assert_eq!(
+                        i128::from(*a) * i128::from(scaled[j]),
+                        i128::from(*b) * i128::from(scaled[i])
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,10 @@ use crate::{
 /// How many of our messages may wait to be sent on the stream.
 const OUTBOUND: usize = 16;
 
+/// How often a subscription is retried while the server has not yet
+/// registered the new stream (50 ms apart).
+const UNREGISTERED_RETRIES: u32 = 20;
+
 /// The version this client announces.
 const CLIENT_VERSION: &str = concat!("Tributary-Nacos-Client:v", env!("CARGO_PKG_VERSION"));
 
@@ -138,11 +142,22 @@ impl Session {
             request_id: self.request_id(),
             headers: HashMap::new(),
         };
-        let body = self
-            .call("SubscribeServiceRequest", &request, token)
-            .await?;
         let what = format!("SubscribeServiceRequest for {}", key.label());
-        expect_ok(&what, &self.server, &body)?;
+        let mut tries = 0;
+        let body = loop {
+            let body = self
+                .call("SubscribeServiceRequest", &request, token.clone())
+                .await?;
+            match expect_ok(&what, &self.server, &body) {
+                // A Nacos server registers the stream a moment after it opens.
+                Err(e) if e.contains("unregistered") && tries < UNREGISTERED_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => break body,
+            }
+        };
         let r: SubscribeResponse = parse(&format!("{what} answer"), &body)?;
         r.service_info
             .ok_or_else(|| format!("{what} answer from {} has no serviceInfo", self.server))
