@@ -12,12 +12,15 @@ use tokio::sync::Mutex;
 
 use crate::{
     config::{Credentials, NacosConfig, ServerAddr},
-    model::{Login, ServiceInfo, parse},
+    model::{Login, ServiceInfo, ServicePage, parse},
     target::ServiceKey,
 };
 
 /// A refused login is not retried sooner than this, whoever asks.
 const LOGIN_RETRY: Duration = Duration::from_secs(2);
+
+/// Most pages a service listing reads.
+const MAX_PAGES: u64 = 100;
 
 /// Token lifetime assumed when the server gives none (Nacos' default).
 const DEFAULT_TOKEN_TTL: u64 = 18_000;
@@ -93,6 +96,33 @@ impl Http {
             return Err(status_error(&what, &reply));
         }
         parse(&format!("{what} from {}", reply.server), &reply.body)
+    }
+
+    /// The names of the services of a namespace and group, every page.
+    pub(crate) async fn services(&self, key: &ServiceKey) -> Result<Vec<String>, String> {
+        const PAGE: u64 = 500;
+        let mut names = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let query = format!(
+                "/nacos/v1/ns/service/list?pageNo={page}&pageSize={PAGE}&namespaceId={}&groupName={}",
+                key.namespace, key.group
+            );
+            let what = format!("service list of {}/{}", key.namespace, key.group);
+            let reply = self.get(&query, &what).await?;
+            if reply.status != 200 {
+                return Err(status_error(&what, &reply));
+            }
+            let p: ServicePage = parse(&format!("{what} from {}", reply.server), &reply.body)?;
+            let last = p.doms.len() < PAGE as usize;
+            names.extend(p.doms);
+            if last || names.len() as u64 >= p.count {
+                return Ok(names);
+            }
+        }
+        Err(format!(
+            "more than {} services: listing stopped",
+            PAGE * MAX_PAGES
+        ))
     }
 
     /// Whether the server knows the service (with or without instances).

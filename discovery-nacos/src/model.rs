@@ -131,6 +131,15 @@ pub(crate) struct Bare {
     pub(crate) headers: HashMap<String, String>,
 }
 
+/// A page of `GET /nacos/v1/ns/service/list`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ServicePage {
+    #[serde(default)]
+    pub(crate) count: u64,
+    #[serde(default)]
+    pub(crate) doms: Vec<String>,
+}
+
 /// The login answer of `POST /nacos/v1/auth/login`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use discovery_core::{Answer, Backoff, InvalidTarget, Registry, RegistryError, Target};
+use discovery_core::{Answer, Backoff, InvalidTarget, ListError, Registry, RegistryError, Target};
 use futures_util::{StreamExt, stream::BoxStream};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -106,6 +106,34 @@ impl Registry for NacosRegistry {
             }
         }
         ReceiverStream::new(rx).boxed()
+    }
+
+    /// The services of a namespace and group (arguments `namespace_id`,
+    /// `group_name`).
+    async fn list_services(
+        &self,
+        args: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>, ListError> {
+        if let Some(k) = args.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "namespace_id" | "namespaceId" | "group_name" | "groupName"
+            )
+        }) {
+            return Err(InvalidTarget(format!(
+                "unknown argument {k:?} (known: namespace_id, group_name)"
+            ))
+            .into());
+        }
+        let key = ServiceKey::from_target(&Target {
+            service: "list".into(),
+            args: args.clone(),
+        })?;
+        self.inner
+            .http
+            .services(&key)
+            .await
+            .map_err(|e| RegistryError::new(e).into())
     }
 }
 

@@ -105,6 +105,22 @@ async fn namespaces_groups_and_clusters_do_not_mix() -> Result<()> {
                 && message.contains("unknown watch argument \"zone\""),
             "{code:?}: {message}"
         );
+
+        let mut client = integration::connect(adapter.grpc()).await?;
+        let list = |args: &[(&str, &str)]| tributary_proto::v1::ListServicesRequest {
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let all = client.list_services(list(&[])).await?.into_inner().services;
+        ensure!(all == ["web"], "services of public/DEFAULT_GROUP: {all:?}");
+        let none = client
+            .list_services(list(&[("namespace_id", "dev"), ("group_name", "G2")]))
+            .await?
+            .into_inner()
+            .services;
+        ensure!(none.is_empty(), "services of dev/G2: {none:?}");
         Ok(())
     };
     adapter.explain(result.await)
