@@ -24,7 +24,7 @@ use crate::{
         Metadata, Payload, bi_request_stream_client::BiRequestStreamClient,
         request_client::RequestClient,
     },
-    target::ServiceKey,
+    target::{DEFAULT_NAMESPACE, ServiceKey},
 };
 
 /// How many of our messages may wait to be sent on the stream.
@@ -204,7 +204,16 @@ impl Session {
                         |got: &Option<String>, want: &str| got.as_deref().is_none_or(|g| g == want);
                     let ours = same(&request.service_name, &key.service)
                         && same(&request.group_name, &key.group)
-                        && same(&request.namespace, &key.namespace);
+                        && same(
+                            &request.namespace.map(|n| {
+                                if n.is_empty() {
+                                    DEFAULT_NAMESPACE.to_string()
+                                } else {
+                                    n
+                                }
+                            }),
+                            &key.namespace,
+                        );
                     match request.service_info {
                         Some(info) if ours => return Ok(info),
                         Some(_) => {}
