@@ -82,6 +82,7 @@ impl Nacos {
     /// health) and `env` on top.
     pub async fn start(env: &[(&str, &str)]) -> Result<Self> {
         let bin = install()?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("tributary-rnacos-")
             .tempdir()
