@@ -50,6 +50,9 @@ pub struct NacosConfig {
     pub poll_interval: Duration,
     /// Time between two gRPC health checks of a push session.
     pub health_interval: Duration,
+    /// Time between two re-subscriptions of a push session, which re-read the
+    /// whole service in case a change was not pushed.
+    pub resync_interval: Duration,
     /// Bound on every HTTP request and gRPC call, and on connecting.
     pub request_timeout: Duration,
     /// Largest response body (HTTP) or message (gRPC) read, in bytes.

@@ -50,6 +50,11 @@ struct Args {
     #[arg(long, env = "TRIBUTARY_NACOS_HEALTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     health_interval: Duration,
 
+    /// Time between two re-reads of a pushed service, in case the server
+    /// missed a push.
+    #[arg(long, env = "TRIBUTARY_NACOS_RESYNC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    resync_interval: Duration,
+
     /// Bound on connecting and on every request to Nacos.
     #[arg(long, env = "TRIBUTARY_NACOS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     request_timeout: Duration,
@@ -96,6 +101,7 @@ async fn main() -> ExitCode {
         mode: args.mode,
         poll_interval: args.poll_interval.max(Duration::from_millis(100)),
         health_interval: args.health_interval.max(Duration::from_millis(100)),
+        resync_interval: args.resync_interval.max(Duration::from_millis(100)),
         request_timeout: args.request_timeout,
         max_body: args.max_body_size,
         backoff_max: args.common.backoff_max,

@@ -276,9 +276,13 @@ impl Inner {
         mut session: Session,
         tx: &mpsc::Sender<Item>,
     ) -> Option<String> {
-        let period = self.cfg.health_interval;
-        let mut health = tokio::time::interval_at(Instant::now() + period, period);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ticker = |period: Duration| {
+            let mut t = tokio::time::interval_at(Instant::now() + period, period);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        };
+        let mut health = ticker(self.cfg.health_interval);
+        let mut resync = ticker(self.cfg.resync_interval);
         loop {
             tokio::select! {
                 () = tx.closed() => return None,
@@ -294,6 +298,23 @@ impl Inner {
                 _ = health.tick() => {
                     if let Err(e) = session.health_check().await {
                         return Some(e);
+                    }
+                }
+                _ = resync.tick() => {
+                    // Servers miss pushes (rnacos does not push an instance
+                    // made healthy again by a heartbeat): re-read the whole
+                    // service from time to time.
+                    let token = match self.http.token().await {
+                        Ok(t) => t,
+                        Err(e) => return Some(e),
+                    };
+                    match session.subscribe(key, token).await {
+                        Ok(info) => {
+                            if !send(tx, self.answer(key, info).await).await {
+                                return None;
+                            }
+                        }
+                        Err(e) => return Some(e),
                     }
                 }
             }

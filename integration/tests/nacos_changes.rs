@@ -241,7 +241,9 @@ async fn scenario(mode_args: &[&str], poll: bool) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_changes_reach_a_sidecar_as_deltas() -> Result<()> {
-    scenario(&["--mode", "push"], false).await
+    // rnacos pushes no change when a heartbeat makes an instance healthy
+    // again; the adapter's re-subscription catches it.
+    scenario(&["--mode", "push", "--resync-interval", "2s"], false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
