@@ -127,9 +127,10 @@ impl Http {
 
     /// Whether the server knows the service (with or without instances).
     pub(crate) async fn exists(&self, key: &ServiceKey) -> Result<bool, String> {
+        // The grouped name: rnacos reads the group from it, not groupName.
         let query = format!(
-            "/nacos/v1/ns/service?serviceName={}&groupName={}&namespaceId={}",
-            key.service, key.group, key.namespace
+            "/nacos/v1/ns/service?serviceName={}@@{}&groupName={}&namespaceId={}",
+            key.group, key.service, key.group, key.namespace
         );
         let what = format!("service {}", key.label());
         let reply = self.get(&query, &what).await?;
