@@ -215,7 +215,7 @@ impl Http {
                 })
             }
             401 | 403 => Err(format!(
-                "{what} refused by {}: wrong user name or password (HTTP {}: {})",
+                "{what} refused by {} (HTTP {}: {}): is the user name or password wrong?",
                 reply.server,
                 reply.status,
                 head(&reply.body)
