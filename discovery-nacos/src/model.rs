@@ -169,11 +169,12 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> R
 mod tests {
     use super::*;
 
-    /// `GET /nacos/v1/ns/instance/list?serviceName=web&healthyOnly=false` from
-    /// rnacos 0.8.8, with one disabled instance and one in another cluster.
-    const INSTANCE_LIST: &str = r#"{"name":"DEFAULT_GROUP@@web","clusters":"","cacheMillis":10000,"hosts":[{"service":"DEFAULT_GROUP@@web","ip":"127.0.0.1","port":47001,"clusterName":"DEFAULT","weight":1.0,"healthy":true,"instanceId":"127.0.0.1#47001#DEFAULT#DEFAULT_GROUP@@web","metadata":{"version":"2"},"marked":true,"enabled":true,"serviceName":"DEFAULT_GROUP@@web","ephemeral":false},{"service":"DEFAULT_GROUP@@web","ip":"10.0.0.2","port":8080,"clusterName":"east","weight":0.5,"healthy":false,"instanceId":"10.0.0.2#8080#east#DEFAULT_GROUP@@web","metadata":{},"marked":true,"enabled":true,"serviceName":"DEFAULT_GROUP@@web","ephemeral":true}],"lastRefTime":1764631000000,"checksum":"1764631000000","useSpecifiedURL":false,"env":"","protectThreshold":null,"reachLocalSiteCallThreshold":null,"dom":"web","metadata":null}"#;
+    /// `GET /nacos/v1/ns/instance/list?serviceName=web&healthyOnly=false`,
+    /// captured from rnacos 0.8.8 with one ephemeral instance in cluster
+    /// `east` and one persistent instance with metadata.
+    const INSTANCE_LIST: &str = r#"{"name":"DEFAULT_GROUP@@web","clusters":"","cacheMillis":10000,"hosts":[{"service":"DEFAULT_GROUP@@web","ip":"10.0.0.2","port":8080,"clusterName":"east","weight":0.5,"healthy":true,"instanceId":"10.0.0.2#8080","metadata":{},"marked":true,"enabled":true,"serviceName":"DEFAULT_GROUP@@web","ephemeral":true},{"service":"DEFAULT_GROUP@@web","ip":"127.0.0.1","port":47001,"clusterName":"DEFAULT","weight":1.0,"healthy":true,"instanceId":"127.0.0.1#47001","metadata":{"version":"2"},"marked":true,"enabled":true,"serviceName":"DEFAULT_GROUP@@web","ephemeral":false}],"lastRefTime":1796171488436,"checksum":"1796171488436","useSpecifiedURL":false,"env":"","protectThreshold":null,"reachLocalSiteCallThreshold":null,"dom":"web","metadata":null}"#;
 
-    /// A `NotifySubscriberRequest` body as rnacos 0.8.8 pushes it.
+    /// A `NotifySubscriberRequest` body shaped as rnacos 0.8.8 serializes it.
     const PUSH: &str = r#"{"module":"naming","requestId":"7","headers":{},"namespace":"public","serviceName":"web","groupName":"DEFAULT_GROUP","serviceInfo":{"name":"web","groupName":"DEFAULT_GROUP","clusters":"","cacheMillis":10000,"hosts":[{"instanceId":"127.0.0.1#47001#DEFAULT#DEFAULT_GROUP@@web","ip":"127.0.0.1","port":47001,"weight":5.0,"healthy":true,"enabled":true,"ephemeral":false,"clusterName":"DEFAULT","serviceName":"DEFAULT_GROUP@@web","metadata":{}}],"lastRefTime":1764631000000,"checksum":"","allIPs":false,"reachProtectionThreshold":false}}"#;
 
     #[test]
@@ -181,13 +182,14 @@ mod tests {
         let s: ServiceInfo = parse("instance list", INSTANCE_LIST.as_bytes()).unwrap();
         let hosts = s.hosts.unwrap();
         assert_eq!(hosts.len(), 2);
-        assert_eq!(hosts[0].ip.as_deref(), Some("127.0.0.1"));
-        assert_eq!(hosts[0].port, Some(47001));
-        assert!(!hosts[0].ephemeral);
-        assert_eq!(hosts[0].metadata.as_ref().unwrap()["version"], "2");
-        assert_eq!(hosts[1].weight, 0.5);
-        assert!(!hosts[1].healthy);
-        assert_eq!(hosts[1].cluster_name.as_deref(), Some("east"));
+        assert_eq!(hosts[0].ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(hosts[0].weight, 0.5);
+        assert_eq!(hosts[0].cluster_name.as_deref(), Some("east"));
+        assert!(hosts[0].ephemeral && hosts[0].healthy && hosts[0].enabled);
+        assert_eq!(hosts[1].port, Some(47001));
+        assert_eq!(hosts[1].instance_id.as_deref(), Some("127.0.0.1#47001"));
+        assert!(!hosts[1].ephemeral);
+        assert_eq!(hosts[1].metadata.as_ref().unwrap()["version"], "2");
     }
 
     #[test]
