@@ -18,6 +18,7 @@ mod fault;
 pub mod health_support;
 mod http;
 mod metrics;
+mod nacos;
 mod otel;
 mod process;
 mod sidecar;
@@ -42,6 +43,7 @@ pub use self::{
         streamed_body,
     },
     metrics::{Metrics, scrape, wait_for_metrics},
+    nacos::{Nacos, NacosControl, NacosInstance},
     otel::{Collector, ExportedSpan, installed_tool, promtool_check},
     process::{Adapter, Process, loopback_args, workspace_binary},
     sidecar::{ConfigFile, Sidecar, Upstreams, web_config, web_nodes},
