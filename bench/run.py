@@ -77,12 +77,14 @@ def main():
                     results[n][l].append(res)
                     print(f"round {r + 1} {n:8} {l:5} {res['rps']:9.0f} req/s  "
                           f"p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms  "
-                          f"cpu {res['cpu_us']:.1f} us/req", flush=True)
+                          f"cpu {res['cpu_us']:.1f} us/req  steal {res['steal_pct']:.0f}%",
+                          flush=True)
         peak = {n: rss_kib(p.pids(), "VmHWM") for n, p in running.items()}
         rows = summarize(results, idle, peak, names, loads)
         print_table(rows, loads)
-        extra = {} if args.skip_discovery else discovery(work)
-        save(rows, extra, args)
+        stamp = save(rows, {}, args)
+        if not args.skip_discovery:
+            save(rows, discovery(work), args, stamp)
     finally:
         for p in reversed(started):
             p.stop()
@@ -110,7 +112,14 @@ def check(proxy):
     raise RuntimeError(f"{proxy.name} does not answer on 127.0.0.1:{proxy.h1}")
 
 
+def steal_ticks():
+    """Ticks the hypervisor took from this VM's CPUs (/proc/stat)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8])
+
+
 def measure(proxy, kind, args, tools):
+    stolen = steal_ticks()
     before = cpu_ticks(proxy.pids())
     if kind == "h1":
         res = load.wrk(tools, LOAD_CORE, proxy.h1, args.secs, args.conns)
@@ -122,6 +131,8 @@ def measure(proxy, kind, args, tools):
     else:
         raise ValueError(kind)
     ticks = cpu_ticks(proxy.pids()) - before
+    res["steal_pct"] = ((steal_ticks() - stolen) / os.sysconf("SC_CLK_TCK")
+                        / (2 * args.secs) * 100)
     res["cpu_us"] = (ticks / os.sysconf("SC_CLK_TCK") * 1e6 / res["requests"]
                      if proxy.pids() and res["requests"] else float("nan"))
     return res
@@ -134,7 +145,7 @@ def summarize(results, idle, peak, names, loads):
         for l in loads:
             runs = results[n][l]
             med[(n, l)] = {k: statistics.median(r[k] for r in runs)
-                           for k in ("rps", "p50", "p99", "p999", "cpu_us", "errors")}
+                           for k in ("rps", "p50", "p99", "p999", "cpu_us", "errors", "steal_pct")}
     rows = []
     for l in loads:
         for n in names:
@@ -176,9 +187,11 @@ def discovery(work):
     exe = REPO / "target" / "release"
     print("\n== discovery")
     for name, argv in [
-        ("change", [str(exe / "bench-change"), "--changes", "50"]),
-        ("fanout", [str(exe / "bench-fanout"), "--subscribers", "1000", "--updates", "10"]),
-        ("memory", [str(exe / "bench-memory"), "--upstreams", "100", "--endpoints", "100"]),
+        ("change", [str(exe / "bench-discovery"), "change", "--changes", "50"]),
+        ("fanout", [str(exe / "bench-discovery"), "fanout", "--subscribers", "1000",
+                    "--updates", "10"]),
+        ("memory", [str(exe / "bench-discovery"), "memory", "--upstreams", "100",
+                    "--endpoints", "100"]),
     ]:
         r = subprocess.run(argv, capture_output=True, text=True)
         if r.returncode != 0:
@@ -192,10 +205,10 @@ def discovery(work):
     return out
 
 
-def save(rows, extra, args):
+def save(rows, extra, args, stamp=None):
     d = REPO / "bench" / "results"
     d.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     with open(d / f"{stamp}.json", "w") as f:
         json.dump({"args": vars(args), "proxies": rows, "discovery": extra}, f, indent=1)
     with open(d / f"{stamp}.csv", "w", newline="") as f:
@@ -203,6 +216,7 @@ def save(rows, extra, args):
         w.writeheader()
         w.writerows(rows)
     print(f"\nresults: bench/results/{stamp}.json and .csv")
+    return stamp
 
 
 if __name__ == "__main__":
