@@ -7,12 +7,6 @@ use clap::Parser;
 use sidecar::{App, Config, Telemetry, serve_admin};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// The request path allocates and frees small buffers on every request
-/// (hyper's header maps and body frames); mimalloc's per-thread free lists
-/// serve them faster than glibc's arenas (measured with `bench/run`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Tributary's per-pod proxy.
 #[derive(Parser, Debug)]
 #[command(version, about)]
