@@ -10,7 +10,7 @@
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, TcpListener, UdpSocket},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
@@ -44,32 +44,6 @@ pub struct Bind {
     dir: tempfile::TempDir,
 }
 
-/// Runs `scripts/<name>` from the workspace root and returns the path it
-/// prints (the installers print their tool's path and nothing else).
-pub fn install_tool(script: &str) -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("the integration crate has no parent directory")?;
-    let out = Command::new(root.join("scripts").join(script))
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run scripts/{script}"))?;
-    if !out.status.success() {
-        bail!(
-            "scripts/{script} failed ({}); see its output above",
-            out.status
-        );
-    }
-    let path = String::from_utf8(out.stdout)
-        .with_context(|| format!("scripts/{script} printed a non-UTF-8 path"))?;
-    let path = PathBuf::from(path.trim());
-    if !path.is_file() {
-        bail!("scripts/{script} printed {path:?}, which is not a file");
-    }
-    Ok(path)
-}
-
 // === impl Bind ===
 
 impl Bind {
@@ -77,7 +51,7 @@ impl Bind {
     /// names relative to the zone; `$TTL` 1 unless a line says otherwise).
     /// The zone's SOA gives negative answers a TTL of 1 s.
     pub async fn start(records: &str) -> Result<Self> {
-        let named = install_tool("install-bind")?;
+        let named = crate::install_tool("install-bind")?;
         let dir = tempfile::Builder::new()
             .prefix("tributary-bind-")
             .tempdir()

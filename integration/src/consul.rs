@@ -9,13 +9,12 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
@@ -68,32 +67,7 @@ pub struct ConsulControl<'a> {
 
 /// The `consul` binary, installed by `scripts/install-consul` when missing.
 pub fn consul_binary() -> Result<PathBuf> {
-    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the integration crate lives in the workspace");
-        let out = Command::new(root.join("scripts/install-consul"))
-            .output()
-            .map_err(|e| format!("cannot run scripts/install-consul: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "scripts/install-consul failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if !path.is_file() {
-            return Err(format!(
-                "scripts/install-consul printed {}, which is not a file",
-                path.display()
-            ));
-        }
-        Ok(path)
-    })
-    .clone()
-    .map_err(|e| anyhow!(e))
+    crate::install_tool("install-consul")
 }
 
 // === impl ConsulPorts ===

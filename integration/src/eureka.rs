@@ -61,23 +61,9 @@ pub struct EurekaControl {
 
 /// The path of the Eureka server jar, built if needed by `scripts/install-eureka`.
 pub fn eureka_jar() -> Result<String> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let out = Command::new(format!("{root}/scripts/install-eureka"))
-        .current_dir(root)
-        .output()
-        .context("cannot run scripts/install-eureka")?;
-    if !out.status.success() {
-        bail!(
-            "scripts/install-eureka failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let jar = String::from_utf8(out.stdout)?.trim().to_string();
-    if jar.is_empty() {
-        bail!("scripts/install-eureka printed no jar path");
-    }
-    Ok(jar)
+    Ok(crate::install_tool("install-eureka")?
+        .to_string_lossy()
+        .into_owned())
 }
 
 // === impl EurekaServer ===

@@ -27,10 +27,7 @@ mod temp_file;
 
 pub use self::{
     backend::{Backend, closed_port, service_file},
-    bind::{
-        Bind, DNS_CONTROL_RECORDS, DnsControl, ZONE, install_tool, start_dns_adapter,
-        wait_for_status,
-    },
+    bind::{Bind, DNS_CONTROL_RECORDS, DnsControl, ZONE, start_dns_adapter, wait_for_status},
     conformance::{
         CheckResult, Outcome, RegistryControl, Report, SuiteOptions, TestEndpoint, run_suite,
     },
@@ -44,8 +41,8 @@ pub use self::{
     },
     metrics::{Metrics, scrape, wait_for_metrics},
     nacos::{Nacos, NacosControl, NacosInstance},
-    otel::{Collector, ExportedSpan, installed_tool, promtool_check},
-    process::{Adapter, Process, loopback_args, workspace_binary},
+    otel::{Collector, ExportedSpan, promtool_check},
+    process::{Adapter, Process, install_tool, loopback_args, workspace_binary},
     sidecar::{ConfigFile, Sidecar, Upstreams, web_config, web_nodes},
     subscriber::{EndpointSet, Subscriber, connect, describe, refusal},
 };

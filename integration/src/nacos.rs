@@ -7,7 +7,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     sync::Mutex,
     time::{Duration, Instant},
@@ -84,7 +84,7 @@ impl Nacos {
     /// health) and `env` on top. With `RNACOS_ENABLE_OPEN_API_AUTH=true`, the
     /// test's own calls log in as `RNACOS_INIT_ADMIN_USERNAME`/`PASSWORD`.
     pub async fn start(env: &[(&str, &str)]) -> Result<Self> {
-        let bin = install()?;
+        let bin = crate::install_tool("install-rnacos")?;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("tributary-rnacos-")
@@ -381,28 +381,6 @@ impl Nacos {
         *self.token.lock().expect("token lock") = Some(token.clone());
         Ok(Some(token))
     }
-}
-
-/// Runs `scripts/install-rnacos` and returns the binary it prints.
-fn install() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or_else(|| anyhow!("no workspace root"))?;
-    let out = Command::new(root.join("scripts/install-rnacos"))
-        .output()
-        .context("cannot run scripts/install-rnacos")?;
-    if !out.status.success() {
-        bail!(
-            "scripts/install-rnacos failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if !path.is_file() {
-        bail!("scripts/install-rnacos printed {path:?}, which is not a file");
-    }
-    Ok(path)
 }
 
 fn free_port() -> Result<u16> {

@@ -6,7 +6,7 @@
 use std::{
     io::Write,
     net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -48,31 +48,10 @@ pub struct ExportedSpan {
     pub attributes: Vec<(String, Value)>,
 }
 
-/// Runs an installer script from `scripts/` and returns the path it prints.
-pub fn installed_tool(script: &str) -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(root.join("scripts").join(script))
-        .current_dir(&root)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run scripts/{script}"))?;
-    if !out.status.success() {
-        bail!(
-            "scripts/{script} failed ({}); see its output above",
-            out.status
-        );
-    }
-    let path = String::from_utf8(out.stdout)?.trim().to_owned();
-    if path.is_empty() {
-        bail!("scripts/{script} printed no path");
-    }
-    Ok(PathBuf::from(path))
-}
-
 /// Runs `promtool check metrics` on `text`; fails with promtool's words on
 /// any problem or lint warning.
 pub fn promtool_check(text: &str) -> Result<()> {
-    let promtool = installed_tool("install-promtool")?;
+    let promtool = crate::install_tool("install-promtool")?;
     let mut child = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -107,7 +86,7 @@ impl Collector {
     /// Starts the collector with an OTLP receiver (gRPC and HTTP on ports
     /// the OS chose) and a file exporter, and waits until both listen.
     pub async fn start() -> Result<Self> {
-        let bin = installed_tool("install-otelcol")?;
+        let bin = crate::install_tool("install-otelcol")?;
         let dir = tempfile::Builder::new()
             .prefix("tributary-otelcol-")
             .tempdir()?;

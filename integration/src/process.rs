@@ -325,6 +325,32 @@ impl Adapter {
     }
 }
 
+/// Runs `scripts/<name>` from the workspace root and returns the path it
+/// prints (the installers print their tool's path and nothing else).
+pub fn install_tool(script: &str) -> Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the integration crate has no parent directory")?;
+    let out = Command::new(root.join("scripts").join(script))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run scripts/{script}"))?;
+    if !out.status.success() {
+        bail!(
+            "scripts/{script} failed ({}); see its output above",
+            out.status
+        );
+    }
+    let path = String::from_utf8(out.stdout)
+        .with_context(|| format!("scripts/{script} printed a non-UTF-8 path"))?;
+    let path = PathBuf::from(path.trim());
+    if !path.is_file() {
+        bail!("scripts/{script} printed {path:?}, which is not a file");
+    }
+    Ok(path)
+}
+
 /// The flags that make an adapter listen on ports the OS chooses.
 pub fn loopback_args() -> [&'static str; 4] {
     ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
