@@ -45,6 +45,7 @@ fn endpoints(n: usize) -> (Vec<Arc<Endpoint>>, Vec<InFlight>) {
                 source: "bench".into(),
                 state,
                 authority: Endpoint::authority_of(addr),
+                host: Endpoint::host_of(&Endpoint::authority_of(addr)),
             })
         })
         .collect();

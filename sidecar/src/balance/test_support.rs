@@ -20,6 +20,7 @@ pub(super) fn endpoint(i: usize, weight: u32, priority: i32) -> Arc<Endpoint> {
         source: "static".into(),
         state: Arc::new(EndpointState::default()),
         authority: Endpoint::authority_of(SocketAddr::from((ip, 8080))),
+        host: Endpoint::host_of(&Endpoint::authority_of(SocketAddr::from((ip, 8080)))),
     })
 }
 

@@ -33,6 +33,10 @@ pub(crate) fn endpoint(i: u8) -> Arc<Endpoint> {
         source: "static".into(),
         state: Arc::new(EndpointState::default()),
         authority: Endpoint::authority_of(SocketAddr::from((Ipv4Addr::new(10, 1, 0, i), 8080))),
+        host: Endpoint::host_of(&Endpoint::authority_of(SocketAddr::from((
+            Ipv4Addr::new(10, 1, 0, i),
+            8080,
+        )))),
     })
 }
 

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::pool::{Conn, PoolLimits};
-use crate::upstream::{EndpointState, InFlight};
+use crate::upstream::InFlight;
 
 /// The error a proxied body can end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,10 +47,10 @@ pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
 }
 
-/// A pooled connection and where it returns.
+/// A pooled connection, returned to the idle stack of the endpoint whose
+/// in-flight guard the body holds.
 pub(crate) struct Returning {
     pub(crate) conn: Conn,
-    pub(crate) to: Arc<EndpointState>,
     pub(crate) limits: PoolLimits,
 }
 
@@ -109,12 +109,14 @@ impl ProxyBody {
     /// it.
     fn finish(&mut self, whole: bool) {
         if let Self::Upstream { guard, conn, .. } = self {
+            let conn = conn.take();
             if let Some(g) = guard.take() {
+                if let Some(r) = conn
+                    && whole
+                {
+                    g.state().idle.put(r.conn, r.limits);
+                }
                 g.finish();
-            }
-            match conn.take() {
-                Some(r) if whole => r.to.idle.put(r.conn, r.limits),
-                _ => {}
             }
         }
     }

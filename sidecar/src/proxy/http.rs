@@ -315,10 +315,9 @@ async fn forward(
         } else {
             Version::HTTP_11
         };
-        if (matches!(cfg.pass_host, PassHost::Node) || !req.headers().contains_key(header::HOST))
-            && let Ok(h) = HeaderValue::from_str(endpoint.authority.as_str())
-        {
-            req.headers_mut().insert(header::HOST, h);
+        if matches!(cfg.pass_host, PassHost::Node) || !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, endpoint.host.clone());
         }
 
         let attempt_trace = trace.and_then(|t| {
@@ -383,7 +382,6 @@ async fn forward(
                 strip_hop_by_hop(&mut rparts.headers);
                 let conn = conn.map(|conn| Returning {
                     conn,
-                    to: endpoint.state.clone(),
                     limits: clients.http1,
                 });
                 return Ok(Response::from_parts(

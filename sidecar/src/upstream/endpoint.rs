@@ -33,9 +33,12 @@ pub struct Endpoint {
     pub source: Arc<str>,
     /// Live counters and health, shared by every version holding this id.
     pub state: Arc<EndpointState>,
-    /// `addr` as a URI authority and `Host` value, made once per set version
-    /// so that requests do not format it.
+    /// `addr` as a URI authority, made once per set version so that
+    /// requests do not format it.
     pub authority: http::uri::Authority,
+    /// `addr` as a `Host` value (for `pass_host: node`, or a request
+    /// without one), made with `authority`.
+    pub host: http::HeaderValue,
 }
 
 /// Live state of one endpoint: load counters and health, all atomics.
@@ -87,6 +90,12 @@ pub const EWMA_DECAY_NS: f64 = 10_000_000_000.0;
 // === impl Endpoint ===
 
 impl Endpoint {
+    /// The `Host` value of an authority.
+    pub fn host_of(authority: &http::uri::Authority) -> http::HeaderValue {
+        http::HeaderValue::from_str(authority.as_str())
+            .expect("a URI authority is a valid header value")
+    }
+
     /// The URI authority of an address (`ip:port`, `[v6]:port`).
     pub fn authority_of(addr: SocketAddr) -> http::uri::Authority {
         addr.to_string()
@@ -237,6 +246,12 @@ const EXP2_NEG_64THS: [f64; 64] = {
 // === impl InFlight ===
 
 impl InFlight {
+    /// The endpoint's live state.
+    #[inline]
+    pub(crate) fn state(&self) -> &EndpointState {
+        &self.state
+    }
+
     /// When the request started.
     #[inline]
     pub fn started(&self) -> Instant {

@@ -263,6 +263,7 @@ impl Upstream {
                 let state = known.unwrap_or_default();
                 let before = state.set_registry_health(c.registry_health);
                 next_live.insert(c.addr, state.clone());
+                let authority = Endpoint::authority_of(c.addr);
                 let e = Arc::new(Endpoint {
                     id: c.id,
                     addr: c.addr,
@@ -271,7 +272,8 @@ impl Upstream {
                     zone: c.zone,
                     source: c.source,
                     state,
-                    authority: Endpoint::authority_of(c.addr),
+                    host: Endpoint::host_of(&authority),
+                    authority,
                 });
                 if seen && before != c.registry_health {
                     registry_changes.push((e.clone(), before));
