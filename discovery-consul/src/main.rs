@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use discovery_consul::{ClientConfig, Consistency, ConsulRegistry, Token, WatchOptions};
-use discovery_core::{Adapter, CommonArgs, init_logging, parse_duration};
+use discovery_core::{Adapter, CommonArgs, exit_with, init_logging, parse_duration};
 
 /// Serves Consul's service health as discovery.v1 streams.
 #[derive(Parser, Debug)]
@@ -116,21 +116,11 @@ async fn main() -> ExitCode {
     });
     let registry = match registry {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("discovery-consul: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit_with("discovery-consul", 2, &e),
     };
     tracing::info!(consul = ?args.consul_addr, wait = ?args.wait, "watching Consul");
     let metrics = registry.metrics().clone();
     let mut adapter = Adapter::new(registry, args.common);
     metrics.register(adapter.metrics_registry());
-    match adapter.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("discovery-consul: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    adapter.run_to_exit("discovery-consul").await
 }

@@ -1,7 +1,7 @@
 //! Running an adapter: the common command-line flags, logging, and the gRPC
 //! and metrics servers around a [`Registry`].
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::{net::TcpListener, sync::watch};
@@ -119,6 +119,15 @@ impl<R: Registry> Adapter<R> {
     /// The metrics registry, for the registry crate's own series.
     pub fn metrics_registry(&mut self) -> &mut MetricsRegistry {
         &mut self.metrics
+    }
+
+    /// [`run`](Self::run) as an adapter binary's `main` ends: success, or
+    /// the error logged and printed after `program:` with exit status 1.
+    pub async fn run_to_exit(self, program: &str) -> ExitCode {
+        match self.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => exit_with(program, 1, &e),
+        }
     }
 
     /// Serves until SIGINT or SIGTERM.
@@ -269,6 +278,15 @@ fn parse_share(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a share between 0 and 1")),
     }
+}
+
+/// Logs `message`, prints it to standard error after `program:`, and
+/// returns exit status `code`: how an adapter binary stops on a bad flag or
+/// a failed start.
+pub fn exit_with(program: &str, code: u8, message: &dyn std::fmt::Display) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("{program}: {message}");
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ mod telemetry;
 mod watch;
 
 pub use self::{
-    adapter::{Adapter, CommonArgs, LogFormat, ServeError, init_logging, parse_duration},
+    adapter::{
+        Adapter, CommonArgs, LogFormat, ServeError, exit_with, init_logging, parse_duration,
+    },
     backoff::Backoff,
     endpoint::{Answer, Endpoint, Health, InvalidEndpoint},
     metrics::{RegistryMetrics, RegistryRequest},

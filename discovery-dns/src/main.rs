@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use discovery_core::{Adapter, CommonArgs, init_logging, parse_duration};
+use discovery_core::{Adapter, CommonArgs, exit_with, init_logging, parse_duration};
 use discovery_dns::{DnsRegistry, ResolverSettings};
 
 /// Serves endpoints from DNS (SRV, A and AAAA records) as discovery.v1 streams.
@@ -63,21 +63,10 @@ async fn main() -> ExitCode {
     };
     let registry = match DnsRegistry::new(&settings, args.min_ttl, args.max_ttl) {
         Ok(r) => r,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("discovery-dns: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit_with("discovery-dns", 2, &e),
     };
     let metrics = registry.metrics();
     let mut adapter = Adapter::new(registry, args.common);
     metrics.register(adapter.metrics_registry());
-    match adapter.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("discovery-dns: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    adapter.run_to_exit("discovery-dns").await
 }

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use discovery_core::{Adapter, CommonArgs, Health, init_logging, parse_duration};
+use discovery_core::{Adapter, CommonArgs, Health, exit_with, init_logging, parse_duration};
 use discovery_eureka::{Credentials, EurekaConfig, EurekaRegistry, Mapping};
 
 /// The environment variable that may hold the basic-auth password.
@@ -84,25 +84,16 @@ async fn main() -> ExitCode {
     init_logging(&args.common);
     let config = match config(&args) {
         Ok(c) => c,
-        Err(e) => return fail(2, &e),
+        Err(e) => return exit_with("discovery-eureka", 2, &e),
     };
     let registry = match EurekaRegistry::start(config) {
         Ok(r) => r,
-        Err(e) => return fail(2, &e.to_string()),
+        Err(e) => return exit_with("discovery-eureka", 2, &e),
     };
     let metrics = registry.metrics();
     let mut adapter = Adapter::new(registry, args.common);
     metrics.register(adapter.metrics_registry());
-    match adapter.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, &e.to_string()),
-    }
-}
-
-fn fail(code: u8, message: &str) -> ExitCode {
-    tracing::error!("{message}");
-    eprintln!("discovery-eureka: {message}");
-    ExitCode::from(code)
+    adapter.run_to_exit("discovery-eureka").await
 }
 
 fn config(args: &Args) -> Result<EurekaConfig, String> {

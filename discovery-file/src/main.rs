@@ -29,12 +29,5 @@ async fn main() -> ExitCode {
     let metrics = RegistryMetrics::new();
     let registry = FileRegistry::start_with_metrics(args.file, args.poll_interval, metrics.clone());
     let adapter = Adapter::new(registry, args.common).with_registry_metrics(metrics);
-    match adapter.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("discovery-file: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    adapter.run_to_exit("discovery-file").await
 }

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use discovery_core::{Adapter, CommonArgs, init_logging, parse_duration};
+use discovery_core::{Adapter, CommonArgs, exit_with, init_logging, parse_duration};
 use discovery_nacos::{Credentials, EndpointOptions, Mode, NacosConfig, NacosRegistry, ServerAddr};
 
 /// Serves Nacos services as discovery.v1 endpoint streams.
@@ -89,10 +89,7 @@ async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let credentials = match credentials(&args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("discovery-nacos: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit_with("discovery-nacos", 2, &e),
     };
     let cfg = NacosConfig {
         servers: args.servers,
@@ -113,10 +110,7 @@ async fn main() -> ExitCode {
     let login = cfg.credentials.is_some();
     let registry = match NacosRegistry::new(cfg) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("discovery-nacos: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit_with("discovery-nacos", 2, &e),
     };
     if login {
         // A wrong password is reported at once; the adapter keeps serving
@@ -128,14 +122,9 @@ async fn main() -> ExitCode {
             }
         });
     }
-    match Adapter::new(registry, args.common).run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("discovery-nacos: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    Adapter::new(registry, args.common)
+        .run_to_exit("discovery-nacos")
+        .await
 }
 
 fn credentials(args: &Args) -> Result<Option<Credentials>, String> {
