@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: deterministic where
+# wall-clock runs on this machine are not (CPU steal). Runs the release
+# sidecar under valgrind in front of one demo backend, warms up, zeroes the
+# counters, sends a fixed number of requests with oha, dumps, and prints the
+# total and per-request instruction counts and the top functions (inclusive
+# and self). Not a test.
+#
+# Usage: bench/callgrind.sh [requests] [connections] [-- extra env for the sidecar]
+#   SIDECAR=path   profile another sidecar build
+#   PROTO=h2c      drive the sidecar with HTTP/2 prior knowledge
+#   e.g. bench/callgrind.sh 20000 10 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-20000}
+conns=${2:-10}
+shift $(( $# >= 2 ? 2 : $# ))
+[ "${1:-}" = "--" ] && shift
+command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind"; exit 1; }
+oha=$(grep '^oha=' /tmp/tools.txt 2>/dev/null | cut -d= -f2 || true)
+[ -x "${oha:-}" ] || oha=$(bench/install-peers | grep '^oha=' | cut -d= -f2)
+cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar --bin demo-backend
+bin=target/release
+sidecar=${SIDECAR:-$bin/sidecar}
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+trap cleanup EXIT
+
+"$bin/demo-backend" --name b1 --listen 127.0.0.1:0 >"$dir/b1.out" &
+pids+=($!)
+until grep -q listening "$dir/b1.out" 2>/dev/null; do sleep 0.05; done
+backend=$(sed 's/.*http=//' "$dir/b1.out")
+cat >"$dir/sidecar.yaml" <<YAML
+listeners:
+  - {name: http, address: 127.0.0.1:0}
+routes:
+  - {name: all, uri: /*, upstream: b}
+upstreams:
+  - name: b
+    nodes: {"$backend": 1}
+admin: {address: 127.0.0.1:0}
+telemetry: {log_level: warn}
+YAML
+env "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+    "$sidecar" --config "$dir/sidecar.yaml" --workers 1 >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
+spid=$!
+pids+=($spid)
+until grep -q listening "$dir/sidecar.out" 2>/dev/null; do sleep 0.2; done
+proxy=$(sed 's/.* http=\([^ ]*\).*/\1/' "$dir/sidecar.out")
+flags=()
+[ "${PROTO:-}" = h2c ] && flags+=(--http2)
+"$oha" --no-tui -n 2000 -c "$conns" "${flags[@]}" "http://$proxy/" >/dev/null
+callgrind_control -z "$spid" >/dev/null
+"$oha" --no-tui -n "$n" -c "$conns" "${flags[@]}" "http://$proxy/" | grep -E 'Success rate|Requests/sec' || true
+callgrind_control -d "$spid" >/dev/null
+sleep 0.5
+out=$(ls -t "$dir"/cg.out* | grep -v '\.out$' | head -1 || true)
+[ -n "$out" ] || out="$dir/cg.out"
+total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+echo "requests $n  instructions $total  per request $(( total / n ))"
+callgrind_annotate --threshold=100 --inclusive=no "$out" 2>/dev/null | sed -n '/^-\+$/,$p' | grep -E '^ *[0-9,]+ \(' | head -30
+if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP"; echo "kept $KEEP"; fi
