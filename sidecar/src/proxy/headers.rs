@@ -1,8 +1,13 @@
 //! Header rewriting between downstream and upstream: hop-by-hop headers
 //! removed, `X-Forwarded-*` and `Forwarded` added.
+//!
+//! The client's part of those headers is formatted once per downstream
+//! connection ([`ClientAddr`]), not once per request, and the hop-by-hop
+//! check walks the header names once instead of hashing each candidate.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -11,39 +16,98 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
+/// A downstream client's address and its forwarding header values,
+/// formatted when its connection is accepted.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientAddr {
+    /// The client's socket address.
+    pub(crate) addr: SocketAddr,
+    /// The IP as text: `X-Forwarded-For` when the request has none.
+    ip: HeaderValue,
+    /// `for=<ip>;proto=http` (IPv6 quoted and bracketed, RFC 7239).
+    forwarded: HeaderValue,
+}
+
+impl ClientAddr {
+    /// Formats the header values of a client at `addr`.
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip();
+        let forwarded = match ip {
+            IpAddr::V4(ip) => format!("for={ip};proto=http"),
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
+        };
+        Self {
+            addr,
+            ip: HeaderValue::try_from(ip.to_string())
+                .expect("invariant: an IP address formats as a valid header value"),
+            forwarded: HeaderValue::try_from(forwarded)
+                .expect("invariant: a Forwarded element of an IP is a valid header value"),
+        }
+    }
+}
+
+/// Whether `name` is hop-by-hop: never forwarded (RFC 9110 §7.6.1).
+/// `TE` is handled apart: `TE: trailers` is kept, gRPC needs it end to end.
+#[inline]
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
 /// `Connection`. `TE: trailers` is kept: gRPC needs it end to end.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if !conn.is_empty() {
-            let named: Vec<HeaderName> = conn
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-                .collect();
-            for n in named {
-                headers.remove(n);
-            }
+    // One pass over the names; most messages have nothing to remove.
+    let mut found = false;
+    let mut te = false;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            found = true;
+        } else if name == header::TE {
+            te = true;
         }
-        headers.remove(header::CONNECTION);
     }
-    for h in [&KEEP_ALIVE, &PROXY_CONNECTION] {
-        headers.remove(h);
-    }
-    for h in [
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(h);
-    }
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    if te
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     {
         headers.remove(header::TE);
+    }
+    if !found {
+        return;
+    }
+    if let Some(conn) = headers.get(header::CONNECTION)
+        && !conn.is_empty()
+    {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for h in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(h);
     }
 }
 
@@ -51,37 +115,39 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` when absent.
 pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    client: &ClientAddr,
     host: Option<&HeaderValue>,
 ) {
-    use std::fmt::Write;
-
-    let ip = client.ip();
-    let mut xff = String::with_capacity(48);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
-        && !prev.is_empty()
-    {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{ip}");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) if !prev.is_empty() => {
+            let (prev, ip) = (prev.as_bytes(), client.ip.as_bytes());
+            let mut v = BytesMut::with_capacity(prev.len() + 2 + ip.len());
+            v.put_slice(prev);
+            v.put_slice(b", ");
+            v.put_slice(ip);
+            HeaderValue::from_maybe_shared(v.freeze()).ok()
+        }
+        _ => Some(client.ip.clone()),
+    };
+    if let Some(v) = xff {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    let mut fwd = xff;
-    fwd.clear();
-    let _ = match ip {
-        std::net::IpAddr::V4(ip) => write!(fwd, "for={ip};proto=http"),
-        std::net::IpAddr::V6(ip) => write!(fwd, "for=\"[{ip}]\";proto=http"),
+    let fwd = match host.map(HeaderValue::as_bytes) {
+        Some(h)
+            if !h.is_empty()
+                && h.iter()
+                    .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',') =>
+        {
+            let base = client.forwarded.as_bytes();
+            let mut v = BytesMut::with_capacity(base.len() + 6 + h.len());
+            v.put_slice(base);
+            v.put_slice(b";host=");
+            v.put_slice(h);
+            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+        }
+        _ => Some(client.forwarded.clone()),
     };
-    if let Some(h) = host.and_then(|h| h.to_str().ok())
-        && h.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
-    {
-        fwd.push_str(";host=");
-        fwd.push_str(h);
-    }
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
+    if let Some(v) = fwd {
         headers.append(header::FORWARDED, v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -122,14 +188,60 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
         let host = HeaderValue::from_static("example.com");
-        add_forwarded(&mut h, "127.0.0.1:5555".parse().unwrap(), Some(&host));
+        add_forwarded(
+            &mut h,
+            &ClientAddr::new("127.0.0.1:5555".parse().unwrap()),
+            Some(&host),
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9, 127.0.0.1");
         assert_eq!(
             h.get(header::FORWARDED).unwrap(),
             "for=127.0.0.1;proto=http;host=example.com"
         );
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
-        add_forwarded(&mut h, "[::1]:5555".parse().unwrap(), None);
-        assert_eq!(h.get_all(header::FORWARDED).iter().count(), 2);
+        add_forwarded(
+            &mut h,
+            &ClientAddr::new("[::1]:5555".parse().unwrap()),
+            None,
+        );
+        let all: Vec<_> = h.get_all(header::FORWARDED).iter().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1], "for=\"[::1]\";proto=http");
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "10.0.0.9, 127.0.0.1, ::1"
+        );
+    }
+
+    #[test]
+    fn first_forwarded_values_and_unsafe_hosts() {
+        let mut h = HeaderMap::new();
+        let odd = HeaderValue::from_static("a\"b");
+        add_forwarded(
+            &mut h,
+            &ClientAddr::new("10.1.2.3:1".parse().unwrap()),
+            Some(&odd),
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        // A host that would break the Forwarded syntax is left out of it.
+        assert_eq!(h.get(header::FORWARDED).unwrap(), "for=10.1.2.3;proto=http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "a\"b");
+    }
+
+    #[test]
+    fn te_other_than_trailers_goes_and_clean_messages_stay_as_they_are() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::TE).is_none());
+        assert_eq!(h.len(), 1);
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("x"));
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-a"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 }

@@ -22,7 +22,7 @@ use super::{
     body::{BoxError, Progress, ProxyBody, RequestBody, Returning},
     error::ProxyError,
     hash::request_hash,
-    headers::{add_forwarded, strip_hop_by_hop},
+    headers::{ClientAddr, add_forwarded, strip_hop_by_hop},
     pool::{self, SendError},
     route::RouteTable,
 };
@@ -76,7 +76,7 @@ impl HttpProxy {
     pub(crate) async fn serve(
         &self,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client: &ClientAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
@@ -92,7 +92,7 @@ impl HttpProxy {
         let upstream = &route.upstream;
         let trace = telemetry
             .tracer()
-            .and_then(|t| t.start_request(&parts, client, &route.name, &upstream.name));
+            .and_then(|t| t.start_request(&parts, client.addr, &route.name, &upstream.name));
         let access = telemetry.access_log().then(|| AccessInfo {
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
@@ -133,7 +133,7 @@ impl HttpProxy {
             let span_id = ids.map(|i| i.span_id.to_string()).unwrap_or_default();
             tracing::info!(
                 target: "access",
-                client = %client,
+                client = %client.addr,
                 method = %a.method,
                 path = %a.path,
                 status,
@@ -179,7 +179,7 @@ async fn forward(
     upstream: &Upstream,
     mut parts: Parts,
     body: Incoming,
-    client: SocketAddr,
+    client: &ClientAddr,
     start: Instant,
     trace: Option<&RequestTrace<'_>>,
     outcome: &mut Outcome,
@@ -191,7 +191,7 @@ async fn forward(
         UpstreamProtocol::Auto => parts.version == Version::HTTP_2,
     };
     let hash = match cfg.r#type {
-        BalancerType::Chash => request_hash(cfg, &parts, client),
+        BalancerType::Chash => request_hash(cfg, &parts, client.addr),
         _ => 0,
     };
     // The client's host: its `Host` header (a cheap shared clone), or the

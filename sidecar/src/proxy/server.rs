@@ -11,7 +11,7 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use super::http::HttpProxy;
+use super::{headers::ClientAddr, http::HttpProxy};
 
 /// Serves HTTP on `listener` until `stop` turns true, then drains the open
 /// connections for at most `drain`.
@@ -47,10 +47,12 @@ pub(crate) async fn serve_http(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
+                // One shared clone per request: the proxy and the client's
+                // forwarding values, formatted once for the connection.
+                let downstream = Arc::new((proxy.clone(), ClientAddr::new(remote)));
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let proxy = proxy.clone();
-                    async move { proxy.serve(req, remote).await }
+                    let d = downstream.clone();
+                    async move { d.0.serve(req, &d.1).await }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn.into_owned());
