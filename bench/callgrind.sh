@@ -59,5 +59,7 @@ out=$(ls -t "$dir"/cg.out* | grep -v '\.out$' | head -1 || true)
 [ -n "$out" ] || out="$dir/cg.out"
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
 echo "requests $n  instructions $total  per request $(( total / n ))"
-callgrind_annotate --threshold=100 --inclusive=no "$out" 2>/dev/null | sed -n '/^-\+$/,$p' | grep -E '^ *[0-9,]+ \(' | head -30
 if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP"; echo "kept $KEEP"; fi
+callgrind_annotate --threshold=100 --inclusive=no "$out" 2>/dev/null \
+    | grep -E '^ *[0-9,]+ \(' | grep -v -E 'PROGRAM TOTALS|below main|libc_start|lang_start|::main|block_on|run_task|enter_runtime|backtrace' \
+    | sed 's#/root/.cargo/registry/src/[^/]*/##; s#/rustc/[0-9a-f]*/##' | cut -c1-200 | head -30 || true

@@ -181,7 +181,10 @@ pub(crate) async fn send(
     loop {
         let mut conn = match idle.take(limits) {
             Some(c) => c,
-            None => connect(addr, limits.connect, stats).await?,
+            // Boxed: connecting is the rare path, and inline its future
+            // would make every request's future (moved a few times on its
+            // way to the runtime) several times larger.
+            None => Box::pin(connect(addr, limits.connect, stats)).await?,
         };
         if let Err(e) = conn.sender.ready().await {
             if conn.reused {
