@@ -6,6 +6,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -424,34 +425,66 @@ async fn forward(
     }
 }
 
-/// Waits for the response head of one attempt. A buffered request must be
-/// answered within `send + read`; a streamed one may take as long as it keeps
-/// moving: `send` after its last frame, then `read` after its end. On expiry,
-/// says which limit ran out.
-async fn response_head<F: Future>(
+pin_project_lite::pin_project! {
+    /// Waits for the response head of one attempt. A buffered request must
+    /// be answered within `send + read`; a streamed one may take as long as
+    /// it keeps moving: `send` after its last frame, then `read` after its
+    /// end. On expiry, says which limit ran out.
+    ///
+    /// Written out rather than as an `async fn` over `tokio::time::timeout`:
+    /// that held the attempt's future twice (once per branch) and doubled
+    /// the size of every request's future, which is moved whole when the
+    /// request starts and ends.
+    struct ResponseHead<'a, F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        progress: Option<&'a Progress>,
+        send: Duration,
+        read: Duration,
+    }
+}
+
+fn response_head<F: Future>(
     fut: F,
     progress: Option<&Progress>,
     send: Duration,
     read: Duration,
-) -> Result<F::Output, Duration> {
-    let Some(progress) = progress else {
-        return tokio::time::timeout(send + read, fut)
-            .await
-            .map_err(|_| send + read);
+) -> ResponseHead<'_, F> {
+    let deadline = match progress {
+        Some(p) => p.deadline(send, read),
+        None => Instant::now() + send + read,
     };
-    tokio::pin!(fut);
-    let sleep = tokio::time::sleep_until(progress.deadline(send, read).into());
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            out = &mut fut => return Ok(out),
-            () = &mut sleep => {
-                let deadline = progress.deadline(send, read);
-                if Instant::now() >= deadline {
-                    return Err(if progress.is_done() { read } else { send });
-                }
-                sleep.as_mut().reset(deadline.into());
+    ResponseHead {
+        fut,
+        // Not registered with the timer until first polled.
+        sleep: tokio::time::sleep_until(deadline.into()),
+        progress,
+        send,
+        read,
+    }
+}
+
+impl<F: Future> Future for ResponseHead<'_, F> {
+    type Output = Result<F::Output, Duration>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        loop {
+            std::task::ready!(this.sleep.as_mut().poll(cx));
+            let (send, read) = (*this.send, *this.read);
+            let Some(progress) = this.progress else {
+                return Poll::Ready(Err(send + read));
+            };
+            let deadline = progress.deadline(send, read);
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(if progress.is_done() { read } else { send }));
             }
+            this.sleep.as_mut().reset(deadline.into());
         }
     }
 }

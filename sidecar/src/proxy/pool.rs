@@ -182,17 +182,22 @@ pub(crate) async fn send(
         let mut conn = match idle.take(limits) {
             Some(c) => c,
             // Boxed: connecting is the rare path, and inline its future
-            // would make every request's future (moved a few times on its
-            // way to the runtime) several times larger.
+            // would make every request's future several times larger.
             None => Box::pin(connect(addr, limits.connect, stats)).await?,
         };
-        if let Err(e) = conn.sender.ready().await {
+        // A connection whose last response just ended may not have told
+        // its sender yet that it wants the next request.
+        if !conn.sender.is_ready()
+            && let Err(e) = conn.sender.ready().await
+        {
             if conn.reused {
                 continue;
             }
             return Err(SendError::Http(e));
         }
         conn.served += 1;
+        // Sends at once (the future only waits for the answer); a request
+        // the connection could not take comes back in the error.
         match conn.sender.try_send_request(req).await {
             Ok(resp) => return Ok((resp, conn)),
             Err(mut e) => match e.take_message() {
