@@ -47,6 +47,13 @@ pub(crate) struct HttpProxy {
     telemetry: Arc<Telemetry>,
 }
 
+/// A downstream connection's share of every request on it: the proxy of
+/// its listener and the client's address.
+pub(crate) struct Downstream {
+    pub(crate) proxy: Arc<HttpProxy>,
+    pub(crate) client: ClientAddr,
+}
+
 /// What the access log line needs of a request, taken only when it is on.
 struct AccessInfo {
     method: Method,
@@ -73,22 +80,28 @@ impl HttpProxy {
         Self { routes, telemetry }
     }
 
-    /// Handles one request; errors become responses here, at the edge.
+    /// Handles one request from `downstream`; errors become responses
+    /// here, at the edge.
+    ///
+    /// Takes the connection's shared state by value so that the service
+    /// returns this future itself: wrapped in an `async` block, it was
+    /// stored twice over (rustc keeps an awaited future beside its source),
+    /// and every request's future is moved whole when it starts and ends.
     pub(crate) async fn serve(
-        &self,
+        downstream: Arc<Downstream>,
         req: Request<Incoming>,
-        client: &ClientAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let (this, client) = (&*downstream.proxy, &downstream.client);
         let start = Instant::now();
         let (parts, body) = req.into_parts();
         let route = {
-            let routes = self.routes.load();
+            let routes = this.routes.load();
             match routes.find(&parts) {
                 Some(route) => route.clone(),
                 None => return Ok(error_response(&ProxyError::NoRoute)),
             }
         };
-        let telemetry = &*self.telemetry;
+        let telemetry = &*this.telemetry;
         let in_flight = RouteInFlight::new(&route.stats);
         let upstream = &route.upstream;
         let trace = telemetry

@@ -11,7 +11,10 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use super::{headers::ClientAddr, http::HttpProxy};
+use super::{
+    headers::ClientAddr,
+    http::{Downstream, HttpProxy},
+};
 
 /// Serves HTTP on `listener` until `stop` turns true, then drains the open
 /// connections for at most `drain`.
@@ -49,10 +52,12 @@ pub(crate) async fn serve_http(
                 let _ = stream.set_nodelay(true);
                 // One shared clone per request: the proxy and the client's
                 // forwarding values, formatted once for the connection.
-                let downstream = Arc::new((proxy.clone(), ClientAddr::new(remote)));
+                let downstream = Arc::new(Downstream {
+                    proxy: proxy.clone(),
+                    client: ClientAddr::new(remote),
+                });
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let d = downstream.clone();
-                    async move { d.0.serve(req, &d.1).await }
+                    HttpProxy::serve(downstream.clone(), req)
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn.into_owned());
