@@ -8,7 +8,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue,
+    header::{self, Entry},
+};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -118,19 +121,24 @@ pub(crate) fn add_forwarded(
     client: &ClientAddr,
     host: Option<&HeaderValue>,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) if !prev.is_empty() => {
-            let (prev, ip) = (prev.as_bytes(), client.ip.as_bytes());
+    // Entries, not get-then-insert: one hash of the name each.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut e) if !e.get().is_empty() => {
+            let (prev, ip) = (e.get().as_bytes(), client.ip.as_bytes());
             let mut v = BytesMut::with_capacity(prev.len() + 2 + ip.len());
             v.put_slice(prev);
             v.put_slice(b", ");
             v.put_slice(ip);
-            HeaderValue::from_maybe_shared(v.freeze()).ok()
+            if let Ok(v) = HeaderValue::from_maybe_shared(v.freeze()) {
+                e.insert(v);
+            }
         }
-        _ => Some(client.ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(&X_FORWARDED_FOR, v);
+        Entry::Occupied(mut e) => {
+            e.insert(client.ip.clone());
+        }
+        Entry::Vacant(e) => {
+            e.insert(client.ip.clone());
+        }
     }
     let fwd = match host.map(HeaderValue::as_bytes) {
         Some(h)
@@ -150,13 +158,13 @@ pub(crate) fn add_forwarded(
     if let Some(v) = fwd {
         headers.append(header::FORWARDED, v);
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
+    headers
+        .entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
     if let Some(h) = host
-        && !headers.contains_key(&X_FORWARDED_HOST)
+        && let Entry::Vacant(e) = headers.entry(&X_FORWARDED_HOST)
     {
-        headers.insert(&X_FORWARDED_HOST, h.clone());
+        e.insert(h.clone());
     }
 }
 

@@ -11,6 +11,8 @@ use crate::{config, telemetry::RouteStats, upstream::Upstream};
 #[derive(Default)]
 pub(crate) struct RouteTable {
     routes: Vec<Arc<Route>>,
+    /// Whether any route matches on the host (else it is never looked up).
+    by_host: bool,
 }
 
 /// One compiled route.
@@ -44,13 +46,18 @@ impl RouteTable {
             )
         });
         Self {
+            by_host: routes.iter().any(|r| !r.hosts.is_empty()),
             routes: routes.into_iter().map(Arc::new).collect(),
         }
     }
 
     /// The first route that matches the request.
     pub(crate) fn find(&self, req: &Parts) -> Option<&Arc<Route>> {
-        let host = request_host(req);
+        let host = if self.by_host {
+            request_host(req)
+        } else {
+            None
+        };
         self.routes.iter().find(|r| r.matches(req, host))
     }
 }
