@@ -83,6 +83,9 @@ impl ProxyTracer {
             .shedding
             .load(std::sync::atomic::Ordering::Relaxed)
         {
+            self.export
+                .untraced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         let parent = if parts.headers.contains_key(&TRACEPARENT) {
