@@ -40,10 +40,15 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
 
     let req = http_request(Method::GET, http, "/headers?x=1")
         .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .header("tracestate", "vendor=opaque")
         .header("user-agent", "observability-test")
         .body(empty_body())?;
     let reply = HttpClient::http1().send(req).await?.ok()?;
     let seen = reply.text();
+    ensure!(
+        seen.lines().any(|l| l == "tracestate: vendor=opaque"),
+        "the backend did not get the caller's tracestate:\n{seen}"
+    );
     let traceparent = seen
         .lines()
         .find_map(|l| l.strip_prefix("traceparent: "))

@@ -356,6 +356,12 @@ fn register_requests(r: &mut Registry, app: &App) {
     );
     listed(
         r,
+        "trace_spans_rejected",
+        "Spans the trace collector rejected in accepted exports (partial success)",
+        one(export.rejected.load(Relaxed)),
+    );
+    listed(
+        r,
         "trace_requests_untraced",
         "Requests not traced because the sidecar was shedding",
         one(export.untraced.load(Relaxed)),

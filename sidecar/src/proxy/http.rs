@@ -324,8 +324,8 @@ async fn forward(
             t.start_attempt(
                 req.headers_mut(),
                 &parts.method,
-                path.as_str(),
-                upstream,
+                &path,
+                &upstream.name,
                 &state,
                 (pick.index, pick.panic),
                 &PickCtx {
