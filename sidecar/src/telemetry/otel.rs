@@ -16,7 +16,8 @@ use super::{
 use crate::config::{OtlpProtocol, Telemetry};
 
 /// Where and how spans are exported, resolved from config and environment.
-#[derive(Clone, Debug, PartialEq)]
+/// Its `Debug` shows header names only: their values are often secrets.
+#[derive(Clone, PartialEq)]
 pub(crate) struct TraceSettings {
     /// The full export URI (for HTTP, with its `/v1/traces` path).
     pub(crate) endpoint: String,
@@ -28,6 +29,22 @@ pub(crate) struct TraceSettings {
     pub(crate) service_name: String,
     pub(crate) sampler: SamplerChoice,
     pub(crate) batch: BatchConfig,
+}
+
+impl std::fmt::Debug for TraceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceSettings")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("service_name", &self.service_name)
+            .field("sampler", &self.sampler)
+            .field("batch", &self.batch)
+            .finish()
+    }
 }
 
 /// The sampler, as `OTEL_TRACES_SAMPLER` names them.
@@ -352,6 +369,7 @@ mod tests {
             .0
             .insert("x-shared".into(), "from-config".into());
         let s = resolve(&cfg, env(&vars)).unwrap().unwrap();
+        assert!(!format!("{s:?}").contains("from-config"), "{s:?}");
         let mut h = s.headers.clone();
         h.sort();
         assert_eq!(

@@ -48,14 +48,15 @@ pub(crate) struct RequestTrace<'a> {
     trace_id: TraceId,
     span_id: SpanId,
     trace_state: Option<HeaderValue>,
-    /// The record, while the span is sampled and not yet ended.
-    span: Option<ServerSpan>,
+    /// The record, while the span is sampled and not yet ended; boxed so
+    /// that the request's future stays small when traces are off.
+    span: Option<Box<ServerSpan>>,
 }
 
 /// The client span of one attempt (sampled requests only).
 pub(crate) struct AttemptTrace<'a> {
     tracer: &'a ProxyTracer,
-    span: Option<ClientSpan>,
+    span: Option<Box<ClientSpan>>,
 }
 
 /// What the request's log lines carry: its trace and span ids.
@@ -177,10 +178,8 @@ impl ProxyTracer {
         let trace_id = parent.map_or_else(TraceId::random, |p| p.trace_id);
         let span_id = SpanId::random();
         let trace_state = parent.and_then(|_| parts.headers.get(&TRACESTATE).cloned());
-        let span = self
-            .sampler
-            .sample(parent.as_ref(), trace_id)
-            .then(|| ServerSpan {
+        let span = self.sampler.sample(parent.as_ref(), trace_id).then(|| {
+            Box::new(ServerSpan {
                 trace_id,
                 span_id,
                 parent: parent.map(|p| p.span_id),
@@ -201,7 +200,8 @@ impl ProxyTracer {
                 upstream: upstream.clone(),
                 status: None,
                 error: None,
-            });
+            })
+        });
         Some(RequestTrace {
             tracer: self,
             trace_id,
@@ -262,7 +262,7 @@ impl<'a> RequestTrace<'a> {
         tried[..tried_len].copy_from_slice(&ctx.tried[..tried_len]);
         Some(AttemptTrace {
             tracer: self.tracer,
-            span: Some(ClientSpan {
+            span: Some(Box::new(ClientSpan {
                 trace_id: self.trace_id,
                 span_id,
                 parent: self.span_id,
@@ -281,7 +281,7 @@ impl<'a> RequestTrace<'a> {
                 scores: state.balancer.scores(&state.endpoints),
                 attempt,
                 outcome: AttemptOutcome::Unfinished,
-            }),
+            })),
         })
     }
 
