@@ -10,9 +10,11 @@ use http::HeaderValue;
 use super::otel::SamplerChoice;
 use crate::balance::with_thread_rng;
 
-/// A trace id: 16 bytes, never all zero.
+/// A trace id: 16 bytes, never all zero. Kept as bytes: a `u128` would
+/// make every future that holds one 16-byte aligned, which costs the
+/// request path copies even with traces off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TraceId(pub(crate) u128);
+pub(crate) struct TraceId([u8; 16]);
 
 /// A span id: 8 bytes, never all zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +35,20 @@ impl TraceId {
     pub(crate) fn random() -> Self {
         with_thread_rng(|r| {
             let id = (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64());
-            Self(id.max(1))
+            Self::from_u128(id.max(1))
         })
     }
 
+    pub(crate) fn from_u128(id: u128) -> Self {
+        Self(id.to_be_bytes())
+    }
+
+    pub(crate) fn to_u128(self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+
     pub(crate) fn to_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
+        self.0
     }
 }
 
@@ -55,7 +65,7 @@ impl SpanId {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.to_u128())
     }
 }
 
@@ -84,7 +94,7 @@ pub(crate) fn parse_traceparent(v: &[u8]) -> Option<Parent> {
     let span_id = hex_u64(&v[36..52])?;
     let flags = hex_u8(&v[53..55])?;
     (trace_id != 0 && span_id != 0).then_some(Parent {
-        trace_id: TraceId(trace_id),
+        trace_id: TraceId::from_u128(trace_id),
         span_id: SpanId(span_id),
         sampled: flags & 1 == 1,
     })
@@ -95,7 +105,7 @@ pub(crate) fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> 
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
     for i in 0..32 {
-        out[3 + i] = HEX[((trace_id.0 >> (124 - 4 * i)) & 0xf) as usize];
+        out[3 + i] = HEX[((trace_id.to_u128() >> (124 - 4 * i)) & 0xf) as usize];
     }
     for i in 0..16 {
         out[36 + i] = HEX[((span_id.0 >> (60 - 4 * i)) & 0xf) as usize];
@@ -146,7 +156,7 @@ fn by_ratio(ratio: f64, trace_id: TraceId) -> bool {
         return true;
     }
     let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
-    ((trace_id.0 as u64) >> 1) < bound
+    ((trace_id.to_u128() as u64) >> 1) < bound
 }
 
 #[cfg(test)]
@@ -198,13 +208,13 @@ mod tests {
     #[test]
     fn random_ids_are_never_zero_and_differ() {
         let (a, b) = (TraceId::random(), TraceId::random());
-        assert!(a.0 != 0 && a != b);
+        assert!(a.to_u128() != 0 && a != b);
         assert_ne!(SpanId::random().0, 0);
     }
 
     #[test]
     fn samplers_follow_their_names() {
-        let id = |low: u64| TraceId(u128::from(low));
+        let id = |low: u64| TraceId::from_u128(u128::from(low));
         let parent = |sampled| Parent {
             trace_id: id(1),
             span_id: SpanId(1),

@@ -15,6 +15,7 @@ use super::{
     export::Record,
     pb::Writer,
     request::{AttemptOutcome, ClientSpan, ServerSpan},
+    text::Text,
 };
 use crate::balance::{Explained, PickCtx};
 
@@ -36,20 +37,22 @@ const IS_REMOTE: u32 = 0x200;
 /// Writes the export request of `batch` into `buf` (cleared first).
 pub(crate) fn encode(buf: &mut BytesMut, resource: &Resource, batch: &[Record]) {
     buf.clear();
+    // About what a request's spans take: the buffer grows at most once.
+    buf.reserve(1024 + batch.len() * 1536);
     let mut w = Writer(buf);
     // ExportTraceServiceRequest.resource_spans
-    w.message(1, |w| {
+    w.message_sized(1, 3, |w| {
         // ResourceSpans.resource
-        w.message(1, |w| {
+        w.message_sized(1, 2, |w| {
             for (k, v) in resource.iter() {
                 w.message(1, |w| key_value(w, k.as_str(), v));
             }
         });
         // ResourceSpans.scope_spans
-        w.message(2, |w| {
+        w.message_sized(2, 3, |w| {
             w.message(1, |w| w.str(1, SCOPE));
             for r in batch {
-                w.message(2, |w| match r {
+                w.message_sized(2, 2, |w| match r {
                     Record::Server(s) => server(w, s),
                     Record::Client(s) => client(w, s),
                     Record::Sdk(s) => sdk(w, s),
@@ -86,10 +89,10 @@ fn server(w: &mut Writer<'_>, s: &ServerSpan) {
     attr_str(w, "url.path", s.uri.path());
     attr_str(w, "url.scheme", "http");
     attr_str(w, "network.protocol.version", protocol_version(s.version));
-    let ip = s.client.ip();
-    attr_fmt(w, "network.peer.address", format_args!("{ip}"));
+    let ip = Text::ip(s.client.ip());
+    attr_str(w, "network.peer.address", ip.as_str());
     attr_int(w, "network.peer.port", i64::from(s.client.port()));
-    attr_fmt(w, "client.address", format_args!("{ip}"));
+    attr_str(w, "client.address", ip.as_str());
     attr_str(w, "tributary.route", &s.route);
     attr_str(w, "tributary.upstream", &s.upstream);
     if let Some(q) = s.uri.query() {
@@ -135,18 +138,27 @@ fn client(w: &mut Writer<'_>, s: &ClientSpan) {
         return;
     };
     let addr = endpoint.addr;
+    let ip = Text::ip(addr.ip());
     attr_str(w, "http.request.method", method_value(&s.method));
-    attr_fmt(w, "server.address", format_args!("{}", addr.ip()));
+    attr_str(w, "server.address", ip.as_str());
     attr_int(w, "server.port", i64::from(addr.port()));
-    attr_fmt(w, "network.peer.address", format_args!("{}", addr.ip()));
+    attr_str(w, "network.peer.address", ip.as_str());
     attr_int(w, "network.peer.port", i64::from(addr.port()));
-    attr_fmt(
-        w,
-        "url.full",
-        format_args!("http://{}{}", endpoint.authority.as_str(), s.path.as_str()),
-    );
+    w.message(9, |w| {
+        w.str(1, "url.full");
+        w.message(2, |w| {
+            w.concat(
+                1,
+                &[
+                    b"http://",
+                    endpoint.authority.as_str().as_bytes(),
+                    s.path.as_str().as_bytes(),
+                ],
+            );
+        });
+    });
     attr_str(w, "tributary.upstream", &s.upstream);
-    attr_fmt(w, "tributary.endpoint", format_args!("{addr}"));
+    attr_str(w, "tributary.endpoint", Text::socket(addr).as_str());
     attr_str(w, "tributary.endpoint.id", &endpoint.id);
     attr_int(w, "tributary.attempt", s.attempt as i64);
     attr_str(w, "tributary.balancer", state.balancer.kind().as_str());
@@ -231,12 +243,13 @@ fn explain(w: &mut Writer<'_>, s: &ClientSpan) {
                     listed += 1;
                     w.message(1, |w| {
                         w.message(1, |w| {
-                            let _ = write!(w, "{}", e.endpoint.addr);
+                            let _ = w.write_str(Text::socket(e.endpoint.addr).as_str());
                             if e.chosen {
                                 let _ = w.write_str(" chosen");
                             }
                             if let Some(score) = e.score {
-                                let _ = write!(w, " {}={score:.4}", e.score_name);
+                                let _ = write!(w, " {}=", e.score_name);
+                                write_score(w, score);
                             }
                             if let Some(why) = e.skipped {
                                 let _ = write!(w, ": {why}");
@@ -323,10 +336,7 @@ fn error_status(w: &mut Writer<'_>, message: &str) {
 // array 5. ArrayValue: values 1.
 
 fn attr_str(w: &mut Writer<'_>, key: &str, v: &str) {
-    w.message(9, |w| {
-        w.str(1, key);
-        w.message(2, |w| w.str(1, v));
-    });
+    w.kv_str(9, key, v.as_bytes());
 }
 
 fn attr_fmt(w: &mut Writer<'_>, key: &str, v: std::fmt::Arguments<'_>) {
@@ -337,17 +347,11 @@ fn attr_fmt(w: &mut Writer<'_>, key: &str, v: std::fmt::Arguments<'_>) {
 }
 
 fn attr_int(w: &mut Writer<'_>, key: &str, v: i64) {
-    w.message(9, |w| {
-        w.str(1, key);
-        w.message(2, |w| w.int(3, v));
-    });
+    w.kv_int(9, key, v);
 }
 
 fn attr_bool(w: &mut Writer<'_>, key: &str, v: bool) {
-    w.message(9, |w| {
-        w.str(1, key);
-        w.message(2, |w| w.bool(2, v));
-    });
+    w.kv_bool(9, key, v);
 }
 
 /// An array attribute; `items` writes each AnyValue as field 1.
@@ -417,10 +421,44 @@ fn protocol_version(v: Version) -> &'static str {
     }
 }
 
+/// A score with four decimals; whole numbers (weights) without `fmt`'s
+/// float formatting.
+fn write_score(w: &mut Writer<'_>, score: f64) {
+    if score.fract() == 0.0 && (0.0..1e15).contains(&score) {
+        let mut t = Text::default();
+        t.push_uint(score as u64);
+        let _ = w.write_str(t.as_str());
+        let _ = w.write_str(".0000");
+    } else {
+        let _ = write!(w, "{score:.4}");
+    }
+}
+
 /// A `Host` value without its port, keeping IPv6 literals whole.
 fn strip_port(raw: &str) -> &str {
     match raw.rfind(':') {
         Some(i) if !raw.ends_with(']') && raw[..i].find(':').is_none() => &raw[..i],
         _ => raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_read_as_display_writes_them() {
+        for score in [0.0, 1.0, 12.0, 0.25, 2.71, 0.123456, 1e20] {
+            let mut buf = BytesMut::new();
+            write_score(&mut Writer(&mut buf), score);
+            assert_eq!(&buf[..], format!("{score:.4}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn methods_follow_the_conventions() {
+        assert_eq!(span_name(&Method::GET), "GET");
+        let odd = Method::from_bytes(b"PURGE").expect("a method");
+        assert_eq!((span_name(&odd), method_value(&odd)), ("HTTP", "_OTHER"));
     }
 }

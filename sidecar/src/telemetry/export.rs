@@ -19,7 +19,7 @@ use opentelemetry_sdk::{
     error::{OTelSdkError, OTelSdkResult},
     trace::{Span, SpanData, SpanProcessor},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::{
     encode::encode,
@@ -73,7 +73,12 @@ pub(crate) enum Record {
 /// The way into the export thread: its queue and its control channel.
 #[derive(Clone, Debug)]
 pub(crate) struct ExportQueue {
-    pub(crate) records: mpsc::Sender<Record>,
+    records: mpsc::Sender<Record>,
+    /// Wakes the export thread once a batch is queued: it is not woken for
+    /// each span (its timer collects what is left).
+    full: Arc<Notify>,
+    /// Spans in a batch.
+    batch: usize,
     control: mpsc::UnboundedSender<Control>,
     stats: Arc<ExportStats>,
 }
@@ -108,6 +113,8 @@ impl ExportQueue {
         F: FnOnce() -> Result<S, String> + Send + 'static,
     {
         let (records, rx) = mpsc::channel(cfg.queue);
+        let full = Arc::new(Notify::new());
+        let thread_full = full.clone();
         let (control, ctrl_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread_stats = stats.clone();
@@ -140,7 +147,7 @@ impl ExportQueue {
                         timeout: cfg.timeout,
                         stats: &thread_stats,
                     };
-                    run(&mut exporter, rx, ctrl_rx, cfg).await;
+                    run(&mut exporter, rx, &thread_full, ctrl_rx, cfg).await;
                 });
             })
             .map_err(|e| format!("cannot start the export thread: {e}"))?;
@@ -149,6 +156,8 @@ impl ExportQueue {
             .map_err(|_| "the export thread stopped while starting".to_owned())??;
         Ok(Self {
             records,
+            full,
+            batch: cfg.batch.max(1),
             control,
             stats,
         })
@@ -160,6 +169,8 @@ impl ExportQueue {
         if self.records.try_send(record).is_err() {
             self.stats.dropped.fetch_add(1, Relaxed);
             start_shedding(&self.stats);
+        } else if self.records.max_capacity() - self.records.capacity() >= self.batch {
+            self.full.notify_one();
         }
     }
 
@@ -259,6 +270,30 @@ impl<S: Sink> Exporter<'_, S> {
         }
     }
 
+    /// Exports the queued spans in full batches, and with `all` the rest
+    /// too; false when an export failed.
+    async fn drain(
+        &mut self,
+        spans: &mut mpsc::Receiver<Record>,
+        batch: &mut Vec<Record>,
+        size: usize,
+        all: bool,
+    ) -> bool {
+        loop {
+            while batch.len() < size
+                && let Ok(r) = spans.try_recv()
+            {
+                batch.push(r);
+            }
+            if batch.len() < size {
+                return !all || self.export(batch).await;
+            }
+            if !self.export(batch).await {
+                return false;
+            }
+        }
+    }
+
     /// Exports a batch (if any); false when that failed (the spans are
     /// counted as failed and the caller starts shedding).
     async fn export(&mut self, batch: &mut Vec<Record>) -> bool {
@@ -299,6 +334,7 @@ struct Backoff {
 async fn run<S: Sink>(
     exporter: &mut Exporter<'_, S>,
     mut spans: mpsc::Receiver<Record>,
+    full: &Notify,
     mut control: mpsc::UnboundedReceiver<Control>,
     cfg: BatchConfig,
 ) {
@@ -347,7 +383,6 @@ async fn run<S: Sink>(
         if stats.shedding.load(Relaxed) && spans.len() <= capacity / 2 {
             stats.shedding.store(false, Relaxed);
         }
-        let room = cfg.batch - batch.len();
         let ok = tokio::select! {
             biased;
             cmd = control.recv() => {
@@ -373,13 +408,8 @@ async fn run<S: Sink>(
                 }
                 ok
             }
-            n = spans.recv_many(&mut batch, room) => {
-                if n == 0 {
-                    break;
-                }
-                batch.len() < cfg.batch || exporter.export(&mut batch).await
-            }
-            _ = tick.tick() => exporter.export(&mut batch).await,
+            () = full.notified() => exporter.drain(&mut spans, &mut batch, cfg.batch, false).await,
+            _ = tick.tick() => exporter.drain(&mut spans, &mut batch, cfg.batch, true).await,
         };
         if !ok {
             start_shedding(stats);

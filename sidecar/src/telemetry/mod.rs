@@ -15,6 +15,7 @@ mod pipeline_tests;
 mod request;
 mod send;
 mod stats;
+mod text;
 
 use std::sync::{
     Arc,

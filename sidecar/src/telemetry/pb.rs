@@ -1,7 +1,8 @@
 //! A minimal protobuf writer and reader for the OTLP messages the exporter
 //! sends and the answers it reads: fields written straight into one reused
-//! buffer, nested messages by reserving room for their length and patching
-//! it after (no intermediate allocation, no size pass).
+//! buffer, nested messages by reserving the room their length is expected
+//! to take and patching it after (no intermediate buffer, no size pass;
+//! the body moves only when the guess was wrong).
 
 use std::fmt::{self, Write as _};
 
@@ -11,10 +12,6 @@ const VARINT: u32 = 0;
 const I64: u32 = 1;
 const LEN: u32 = 2;
 const I32: u32 = 5;
-
-/// Room reserved for a nested message's length: five varint bytes cover
-/// lengths below 2^35.
-const LEN_ROOM: usize = 5;
 
 /// Writes protobuf fields into a buffer.
 pub(crate) struct Writer<'a>(pub(crate) &'a mut BytesMut);
@@ -69,6 +66,46 @@ impl Writer<'_> {
         self.bytes(field, v.as_bytes());
     }
 
+    /// A string field made of `parts`, concatenated.
+    pub(crate) fn concat(&mut self, field: u32, parts: &[&[u8]]) {
+        self.key(field, LEN);
+        self.varint(parts.iter().map(|p| p.len() as u64).sum());
+        for p in parts {
+            self.0.put_slice(p);
+        }
+    }
+
+    /// A `KeyValue` with a string value, as field `field`; its lengths
+    /// are known up front, so nothing is reserved or moved.
+    pub(crate) fn kv_str(&mut self, field: u32, key: &str, v: &[u8]) {
+        let any = 1 + varint_len(v.len() as u64) + v.len();
+        self.kv_head(field, key, any);
+        self.bytes(1, v);
+    }
+
+    /// A `KeyValue` with an integer value.
+    pub(crate) fn kv_int(&mut self, field: u32, key: &str, v: i64) {
+        self.kv_head(field, key, 1 + varint_len(v as u64));
+        self.uint(3, v as u64);
+    }
+
+    /// A `KeyValue` with a boolean value.
+    pub(crate) fn kv_bool(&mut self, field: u32, key: &str, v: bool) {
+        self.kv_head(field, key, 2);
+        self.bool(2, v);
+    }
+
+    /// A `KeyValue`'s tag and length, its key, and the head of its
+    /// `AnyValue` of `any` bytes, which the caller writes next.
+    fn kv_head(&mut self, field: u32, key: &str, any: usize) {
+        let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
+        self.key(field, LEN);
+        self.varint(kv as u64);
+        self.str(1, key);
+        self.key(2, LEN);
+        self.varint(any as u64);
+    }
+
     /// A string field formatted in place.
     pub(crate) fn fmt(&mut self, field: u32, args: fmt::Arguments<'_>) {
         self.message(field, |w| {
@@ -76,29 +113,49 @@ impl Writer<'_> {
         });
     }
 
-    /// A nested message (or any length-delimited field) written by `f`.
+    /// A nested message (or any length-delimited field) written by `f`,
+    /// expected to be shorter than 128 bytes (attributes, mostly).
     pub(crate) fn message(&mut self, field: u32, f: impl FnOnce(&mut Writer<'_>)) {
+        self.message_sized(field, 1, f);
+    }
+
+    /// A nested message whose length is expected to take `guess` varint
+    /// bytes: that much room is reserved before `f` writes, and the body is
+    /// moved only when the guess was wrong.
+    pub(crate) fn message_sized(
+        &mut self,
+        field: u32,
+        guess: usize,
+        f: impl FnOnce(&mut Writer<'_>),
+    ) {
         self.key(field, LEN);
         let at = self.0.len();
-        self.0.put_bytes(0, LEN_ROOM);
+        for _ in 0..guess {
+            self.0.put_u8(0);
+        }
         f(&mut Writer(&mut *self.0));
-        let len = self.0.len() - at - LEN_ROOM;
-        let mut head = [0u8; LEN_ROOM];
-        let mut n = 0;
+        let len = self.0.len() - at - guess;
+        let need = varint_len(len as u64);
+        if need != guess {
+            let end = self.0.len();
+            if need > guess {
+                self.0.put_bytes(0, need - guess);
+            }
+            self.0.copy_within(at + guess..end, at + need);
+            self.0.truncate(end - guess + need);
+        }
         let mut v = len as u64;
-        while v >= 0x80 {
-            head[n] = (v as u8) | 0x80;
+        for b in &mut self.0[at..at + need] {
+            *b = (v as u8) | 0x80;
             v >>= 7;
-            n += 1;
         }
-        head[n] = v as u8;
-        n += 1;
-        self.0[at..at + n].copy_from_slice(&head[..n]);
-        if n < LEN_ROOM {
-            self.0.copy_within(at + LEN_ROOM.., at + n);
-            self.0.truncate(self.0.len() - (LEN_ROOM - n));
-        }
+        self.0[at + need - 1] &= 0x7f;
     }
+}
+
+fn varint_len(v: u64) -> usize {
+    // 1 + floor(bits / 7), with 0 taking one byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 impl fmt::Write for Writer<'_> {
@@ -168,6 +225,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn varint_lengths() {
+        for (v, n) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(v), n, "{v}");
+        }
+    }
+
+    #[test]
     fn nested_lengths_are_patched_and_read_back() {
         for len in [0usize, 1, 127, 128, 300, 20_000] {
             let mut buf = BytesMut::new();
@@ -177,6 +248,7 @@ mod tests {
                 w.bytes(1, &vec![7u8; len]);
             });
             w.fmt(3, format_args!("{}-{}", "a", 1));
+            w.message_sized(4, 3, |w| w.uint(1, len as u64));
             let got: Vec<_> = fields(&buf).collect::<Result<_, _>>().expect("well formed");
             assert!(matches!(got[0], (1, Field::Varint(150))));
             let (2, Field::Bytes(inner)) = got[1] else {
@@ -185,6 +257,12 @@ mod tests {
             let inner: Vec<_> = fields(inner).collect::<Result<_, _>>().expect("inner");
             assert!(matches!(inner[0], (1, Field::Bytes(b)) if b.len() == len));
             assert!(matches!(got[2], (3, Field::Bytes(b"a-1"))));
+            let (4, Field::Bytes(last)) = got[3] else {
+                panic!("field 4")
+            };
+            assert!(
+                matches!(fields(last).next(), Some(Ok((1, Field::Varint(n)))) if n == len as u64)
+            );
         }
         assert!(fields(&[0x0a, 5, 1]).any(|f| f.is_err()));
     }
