@@ -86,11 +86,17 @@ impl Collector {
     /// Starts the collector with an OTLP receiver (gRPC and HTTP on ports
     /// the OS chose) and a file exporter, and waits until both listen.
     pub async fn start() -> Result<Self> {
+        Self::start_on(free_port()?).await
+    }
+
+    /// Starts the collector with its OTLP/gRPC receiver on `grpc` (a port
+    /// something was told to export to before the collector ran).
+    pub async fn start_on(grpc: SocketAddr) -> Result<Self> {
         let bin = crate::install_tool("install-otelcol")?;
         let dir = tempfile::Builder::new()
             .prefix("tributary-otelcol-")
             .tempdir()?;
-        let (grpc, http) = (free_port()?, free_port()?);
+        let http = free_port()?;
         let spans_file = dir.path().join("spans.json");
         let config = dir.path().join("config.yaml");
         std::fs::write(

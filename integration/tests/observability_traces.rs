@@ -12,7 +12,7 @@ use anyhow::{Context, Result, ensure};
 use hyper::Method;
 use integration::{
     Adapter, Backend, Collector, EndpointFile, ExportedSpan, HttpClient, Sidecar, closed_port,
-    empty_body, http_request, service_file, web_config, workspace_binary,
+    empty_body, http_request, scrape, service_file, wait_for_metrics, web_config, workspace_binary,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -40,10 +40,15 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
 
     let req = http_request(Method::GET, http, "/headers?x=1")
         .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .header("tracestate", "vendor=opaque")
         .header("user-agent", "observability-test")
         .body(empty_body())?;
     let reply = HttpClient::http1().send(req).await?.ok()?;
     let seen = reply.text();
+    ensure!(
+        seen.lines().any(|l| l == "tracestate: vendor=opaque"),
+        "the backend did not get the caller's tracestate:\n{seen}"
+    );
     let traceparent = seen
         .lines()
         .find_map(|l| l.strip_prefix("traceparent: "))
@@ -146,6 +151,72 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
             .wait_for_spans(DEADLINE, "spans sent over OTLP/HTTP", |s| {
                 s.iter()
                     .any(|s| s.service == "sidecar-over-http" && s.kind == SERVER)
+            })
+            .await,
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_stops_tracing_until_one_answers_on_its_port() -> Result<()> {
+    let backend = Backend::start("a").await?;
+    let port = closed_port()?;
+    let endpoint = format!("http://{port}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let nodes = format!("    nodes: {{\"{}\": 1}}\n", backend.addr());
+    let sidecar = Sidecar::start_with_env(&web_config(None, &nodes), &[], &env).await?;
+    let http = sidecar.listener("http")?;
+    let client = HttpClient::http1();
+
+    // Requests are served while the export of their spans fails; then the
+    // sidecar sheds: later requests are not traced, and that is counted.
+    client.get(http, "/").await?.ok()?;
+    wait_for_metrics(
+        sidecar.admin(),
+        DEADLINE,
+        "shedding after a failed export",
+        "sidecar_trace_shedding",
+        |m| m.get("sidecar_trace_shedding", &[]) == Some(1.0),
+    )
+    .await?;
+    for _ in 0..5 {
+        client.get(http, "/").await?.ok()?;
+    }
+    let m = scrape(sidecar.admin()).await?;
+    ensure!(
+        m.get("sidecar_trace_requests_untraced_total", &[]) == Some(5.0),
+        "untraced: {}",
+        m.show("sidecar_trace_requests_untraced_total")
+    );
+    ensure!(
+        m.get("sidecar_trace_spans_failed_total", &[])
+            .is_some_and(|n| n >= 1.0)
+    );
+    ensure!(m.get("sidecar_trace_shed_episodes_total", &[]) == Some(1.0));
+
+    // A collector comes up on that port: a probe finds it, tracing resumes,
+    // and a request's spans arrive.
+    let collector = Collector::start_on(port).await?;
+    wait_for_metrics(
+        sidecar.admin(),
+        DEADLINE,
+        "tracing resumed after the collector came up",
+        "sidecar_trace_shedding",
+        |m| m.get("sidecar_trace_shedding", &[]) == Some(0.0),
+    )
+    .await?;
+    let req = http_request(Method::GET, http, "/after")
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .body(empty_body())?;
+    client.send(req).await?.ok()?;
+    sidecar.explain(
+        collector
+            .wait_for_spans(DEADLINE, "spans after the collector came up", |s| {
+                find(s, SERVER).is_some_and(|s| s.attr("url.path").as_deref() == Some("/after"))
+                    && find(s, CLIENT).is_some()
             })
             .await,
     )?;

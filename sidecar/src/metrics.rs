@@ -336,7 +336,7 @@ fn register_requests(r: &mut Registry, app: &App) {
     listed(
         r,
         "trace_spans_dropped",
-        "Spans dropped because the export queue was full",
+        "Spans dropped: the export queue was full, or export was failing",
         one(export.dropped.load(Relaxed)),
     );
     listed(
@@ -356,8 +356,20 @@ fn register_requests(r: &mut Registry, app: &App) {
     );
     listed(
         r,
+        "trace_spans_rejected",
+        "Spans the trace collector rejected in accepted exports (partial success)",
+        one(export.rejected.load(Relaxed)),
+    );
+    listed(
+        r,
+        "trace_requests_untraced",
+        "Requests not traced because the sidecar was shedding",
+        one(export.untraced.load(Relaxed)),
+    );
+    listed(
+        r,
         "trace_shed_episodes",
-        "Times the span queue overflowed and tracing of new requests paused",
+        "Times the span queue overflowed or export failed and tracing of new requests paused",
         one(export.shed_episodes.load(Relaxed)),
     );
     listed(

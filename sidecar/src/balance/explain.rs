@@ -39,6 +39,35 @@ impl Balancer {
         endpoints: &'a [Arc<Endpoint>],
         ctx: &PickCtx<'_>,
         chosen: usize,
+        f: impl FnMut(Explained<'a>),
+    ) {
+        self.explain_with(endpoints, ctx, chosen, None, f);
+    }
+
+    /// The live scores of every endpoint, taken at the pick for an
+    /// explanation made later ([`Balancer::explain_with`]); `None` when the
+    /// balancer's scores do not change between picks (`roundrobin`,
+    /// `chash`).
+    pub(crate) fn scores(&self, endpoints: &[Arc<Endpoint>]) -> Option<Box<[f64]>> {
+        if !matches!(self.kind, BalancerType::Ewma | BalancerType::LeastConn) {
+            return None;
+        }
+        let now = now_ns();
+        Some(
+            endpoints
+                .iter()
+                .map(|ep| self.score(ep, now).0.unwrap_or(0.0))
+                .collect(),
+        )
+    }
+
+    /// [`Balancer::explain`] with the scores taken at the pick, if any.
+    pub(crate) fn explain_with<'a>(
+        &self,
+        endpoints: &'a [Arc<Endpoint>],
+        ctx: &PickCtx<'_>,
+        chosen: usize,
+        scores: Option<&[f64]>,
         mut f: impl FnMut(Explained<'a>),
     ) {
         let Some(picked) = endpoints.get(chosen) else {
@@ -61,17 +90,10 @@ impl Balancer {
             } else {
                 None
             };
-            let pending = ep.state.in_flight() as f64 + 1.0;
-            let weight = f64::from(ep.weight.max(1));
-            let (score, score_name) = match self.kind {
-                BalancerType::Ewma => (
-                    Some(ep.state.ewma_at(now) * pending / weight / 1e6),
-                    "cost_ms",
-                ),
-                BalancerType::LeastConn => (Some(pending / weight), "load"),
-                BalancerType::RoundRobin => (Some(f64::from(ep.weight)), "weight"),
-                BalancerType::Chash => (None, ""),
-            };
+            let (mut score, score_name) = self.score(ep, now);
+            if let (Some(s), Some(taken)) = (&mut score, scores.and_then(|s| s.get(i))) {
+                *s = *taken;
+            }
             f(Explained {
                 endpoint: ep,
                 chosen: i == chosen,
@@ -79,6 +101,23 @@ impl Balancer {
                 score_name,
                 skipped,
             });
+        }
+    }
+}
+
+impl Balancer {
+    /// An endpoint's score now, and what it is.
+    fn score(&self, ep: &Endpoint, now: u64) -> (Option<f64>, &'static str) {
+        let pending = ep.state.in_flight() as f64 + 1.0;
+        let weight = f64::from(ep.weight.max(1));
+        match self.kind {
+            BalancerType::Ewma => (
+                Some(ep.state.ewma_at(now) * pending / weight / 1e6),
+                "cost_ms",
+            ),
+            BalancerType::LeastConn => (Some(pending / weight), "load"),
+            BalancerType::RoundRobin => (Some(f64::from(ep.weight)), "weight"),
+            BalancerType::Chash => (None, ""),
         }
     }
 }

@@ -47,6 +47,7 @@ use self::{
     round_robin::RoundRobin,
 };
 
+pub(crate) use self::rng::with_thread_rng;
 pub use self::{explain::Explained, hash::hash_key};
 
 /// The balancing algorithm of an upstream, named as in APISIX's `type`.

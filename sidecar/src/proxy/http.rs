@@ -338,8 +338,8 @@ async fn forward(
             t.start_attempt(
                 req.headers_mut(),
                 &parts.method,
-                path.as_str(),
-                upstream,
+                &path,
+                &upstream.name,
                 &state,
                 (pick.index, pick.panic),
                 &PickCtx {

@@ -16,7 +16,7 @@ pub(crate) use self::{
     client::{ConnectionStats, UpstreamClients},
     http::HttpProxy,
     pool::IdleConns,
-    route::{Route, RouteTable, request_host},
+    route::{Route, RouteTable},
     server::{bound, serve_http},
     tcp::serve_tcp,
 };

@@ -1,44 +1,56 @@
 //! Span export off the request path: a bounded queue that a finished span
 //! joins with one `try_send` (dropped and counted when full), drained by one
-//! thread of its own that batches spans and hands them to the OTLP exporter.
-//! A slow or dead collector fills the queue; it never makes a request wait.
+//! thread of its own that batches the records, encodes them as OTLP and
+//! sends them to the collector. A slow or dead collector fills the queue or
+//! makes the sidecar shed; it never makes a request wait.
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use bytes::BytesMut;
 use opentelemetry::Context;
 use opentelemetry_sdk::{
     Resource,
     error::{OTelSdkError, OTelSdkResult},
-    trace::{Span, SpanData, SpanExporter, SpanProcessor},
+    trace::{Span, SpanData, SpanProcessor},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+
+use super::{
+    encode::encode,
+    request::{ClientSpan, ServerSpan},
+    send::Sink,
+};
 
 /// What the exporter did, for `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct ExportStats {
-    /// Spans dropped because the queue was full (or export had stopped).
+    /// Spans dropped: the queue was full, or they were queued while
+    /// export failed.
     pub(crate) dropped: AtomicU64,
+    /// Requests not traced because the sidecar was shedding.
+    pub(crate) untraced: AtomicU64,
     /// Spans the collector accepted.
     pub(crate) exported: AtomicU64,
     /// Spans lost to failed or timed-out exports.
     pub(crate) failed: AtomicU64,
-    /// Set when the queue overflows: new requests are not traced (their
-    /// trace context still passes through) until the queue has drained
-    /// and exports work, or [`RETRY_AFTER_FAILURE`] has passed since the
-    /// last failed one. Building spans that would be dropped is wasted work.
+    /// Spans the collector rejected in an accepted export
+    /// (`partial_success`).
+    pub(crate) rejected: AtomicU64,
+    /// Set when the queue overflows or an export fails: new requests are
+    /// not traced (their trace context still passes through) until the
+    /// queue has drained to half, or, after a failure, until a probe of
+    /// the collector succeeds. Building spans that would be dropped is
+    /// wasted work.
     pub(crate) shedding: AtomicBool,
     /// Times shedding started.
     pub(crate) shed_episodes: AtomicU64,
 }
-
-/// How long a failing exporter sheds new traces before trying again.
-pub(crate) const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// How the queue and batches behave.
 #[derive(Clone, Copy, Debug)]
@@ -49,39 +61,60 @@ pub(crate) struct BatchConfig {
     pub(crate) timeout: Duration,
 }
 
-/// The span processor: hands finished sampled spans to the export thread.
+/// A finished span waiting for export.
 #[derive(Debug)]
-pub(crate) struct QueueProcessor {
-    spans: mpsc::Sender<SpanData>,
+pub(crate) enum Record {
+    Server(Box<ServerSpan>),
+    Client(Box<ClientSpan>),
+    /// A span of the SDK's tracer (discovery updates).
+    Sdk(Box<SpanData>),
+}
+
+/// The way into the export thread: its queue and its control channel.
+#[derive(Clone, Debug)]
+pub(crate) struct ExportQueue {
+    records: mpsc::Sender<Record>,
+    /// Wakes the export thread once a batch is queued: it is not woken for
+    /// each span (its timer collects what is left).
+    full: Arc<Notify>,
+    /// Spans in a batch.
+    batch: usize,
     control: mpsc::UnboundedSender<Control>,
     stats: Arc<ExportStats>,
 }
+
+/// The SDK's span processor: hands the SDK's finished sampled spans
+/// (discovery updates) to the same queue.
+#[derive(Debug)]
+pub(crate) struct QueueProcessor(pub(crate) ExportQueue);
 
 #[derive(Debug)]
 enum Control {
     /// Export everything queued, then answer.
     Flush(std::sync::mpsc::SyncSender<()>),
-    /// Export everything queued, shut the exporter down, answer and stop.
+    /// Export everything queued, answer and stop.
     Shutdown(std::sync::mpsc::SyncSender<()>),
 }
 
-// === impl QueueProcessor ===
+// === impl ExportQueue ===
 
-impl QueueProcessor {
-    /// Starts the export thread. `make` builds the exporter there, inside
-    /// the thread's own runtime (the gRPC channel lives on it); its error
-    /// comes back from here.
-    pub(crate) fn start<E, F>(
+impl ExportQueue {
+    /// Starts the export thread. `make` builds the sink there, inside the
+    /// thread's own runtime (the gRPC channel lives on it); its error comes
+    /// back from here.
+    pub(crate) fn start<S, F>(
         make: F,
         resource: Resource,
         cfg: BatchConfig,
         stats: Arc<ExportStats>,
     ) -> Result<Self, String>
     where
-        E: SpanExporter + 'static,
-        F: FnOnce() -> Result<E, String> + Send + 'static,
+        S: Sink + 'static,
+        F: FnOnce() -> Result<S, String> + Send + 'static,
     {
-        let (spans, rx) = mpsc::channel(cfg.queue);
+        let (records, rx) = mpsc::channel(cfg.queue);
+        let full = Arc::new(Notify::new());
+        let thread_full = full.clone();
         let (control, ctrl_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread_stats = stats.clone();
@@ -99,16 +132,22 @@ impl QueueProcessor {
                     }
                 };
                 rt.block_on(async move {
-                    let mut exporter = match make() {
-                        Ok(e) => e,
+                    let sink = match make() {
+                        Ok(s) => s,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
-                    exporter.set_resource(&resource);
                     let _ = ready_tx.send(Ok(()));
-                    run(exporter, rx, ctrl_rx, cfg, &thread_stats).await;
+                    let mut exporter = Exporter {
+                        sink,
+                        resource,
+                        buf: BytesMut::with_capacity(64 * 1024),
+                        timeout: cfg.timeout,
+                        stats: &thread_stats,
+                    };
+                    run(&mut exporter, rx, &thread_full, ctrl_rx, cfg).await;
                 });
             })
             .map_err(|e| format!("cannot start the export thread: {e}"))?;
@@ -116,242 +155,295 @@ impl QueueProcessor {
             .recv()
             .map_err(|_| "the export thread stopped while starting".to_owned())??;
         Ok(Self {
-            spans,
+            records,
+            full,
+            batch: cfg.batch.max(1),
             control,
             stats,
         })
+    }
+
+    /// Queues a finished span without waiting; counts it and sheds when
+    /// the queue is full.
+    pub(crate) fn send(&self, record: Record) {
+        if self.records.try_send(record).is_err() {
+            self.stats.dropped.fetch_add(1, Relaxed);
+            start_shedding(&self.stats);
+        } else if self.records.max_capacity() - self.records.capacity() >= self.batch {
+            self.full.notify_one();
+        }
+    }
+
+    /// Exports everything queued; waits at most `timeout`.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), String> {
+        self.ask(Control::Flush, timeout)
+    }
+
+    /// Exports everything queued and stops the thread; waits at most
+    /// `timeout`.
+    pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), String> {
+        self.ask(Control::Shutdown, timeout)
     }
 
     fn ask(
         &self,
         make: fn(std::sync::mpsc::SyncSender<()>) -> Control,
         timeout: Duration,
-    ) -> OTelSdkResult {
+    ) -> Result<(), String> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.control
             .send(make(tx))
-            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
+            .map_err(|_| "the export thread has stopped".to_owned())?;
         rx.recv_timeout(timeout)
-            .map_err(|_| OTelSdkError::Timeout(timeout))
+            .map_err(|_| format!("span export did not finish within {timeout:?}"))
     }
 }
+
+// === impl QueueProcessor ===
 
 impl SpanProcessor for QueueProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        if self.spans.try_send(span).is_err() {
-            self.stats.dropped.fetch_add(1, Relaxed);
-            if !self.stats.shedding.swap(true, Relaxed) {
-                self.stats.shed_episodes.fetch_add(1, Relaxed);
-            }
+        if span.span_context.is_sampled() {
+            self.0.send(Record::Sdk(Box::new(span)));
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.ask(Control::Flush, Duration::from_secs(10))
+        self.0
+            .flush(Duration::from_secs(10))
+            .map_err(OTelSdkError::InternalFailure)
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.ask(Control::Shutdown, timeout)
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        // The queue is shared with the request path: `Telemetry::shutdown`
+        // stops it once.
+        Ok(())
     }
 
     fn set_resource(&mut self, _resource: &Resource) {
-        // The exporter got the resource when the thread built it.
+        // The export thread has the resource.
     }
 }
 
-/// The export thread's loop.
-async fn run<E: SpanExporter>(
-    exporter: E,
-    mut spans: mpsc::Receiver<SpanData>,
+/// The export thread's side: the sink, the resource and the reused
+/// encoding buffer.
+struct Exporter<'a, S> {
+    sink: S,
+    resource: Resource,
+    buf: BytesMut,
+    timeout: Duration,
+    stats: &'a ExportStats,
+}
+
+impl<S: Sink> Exporter<'_, S> {
+    /// Encodes and sends `batch` (cleared after); an empty one probes the
+    /// collector.
+    async fn send(&mut self, batch: &mut Vec<Record>) -> Result<(), String> {
+        encode(&mut self.buf, &self.resource, batch);
+        let body = self.buf.split().freeze();
+        let n = batch.len() as u64;
+        batch.clear();
+        let result = match tokio::time::timeout(self.timeout, self.sink.send(body)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        match result {
+            Ok(accepted) => {
+                let rejected = accepted.rejected.min(n);
+                self.stats.exported.fetch_add(n - rejected, Relaxed);
+                if rejected > 0 || !accepted.message.is_empty() {
+                    self.stats.rejected.fetch_add(rejected, Relaxed);
+                    tracing::warn!(
+                        rejected,
+                        message = %accepted.message,
+                        "the collector rejected spans"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(n, Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Exports the queued spans in full batches, and with `all` the rest
+    /// too; false when an export failed.
+    async fn drain(
+        &mut self,
+        spans: &mut mpsc::Receiver<Record>,
+        batch: &mut Vec<Record>,
+        size: usize,
+        all: bool,
+    ) -> bool {
+        loop {
+            while batch.len() < size
+                && let Ok(r) = spans.try_recv()
+            {
+                batch.push(r);
+            }
+            if batch.len() < size {
+                return !all || self.export(batch).await;
+            }
+            if !self.export(batch).await {
+                return false;
+            }
+        }
+    }
+
+    /// Exports a batch (if any); false when that failed (the spans are
+    /// counted as failed and the caller starts shedding).
+    async fn export(&mut self, batch: &mut Vec<Record>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        match self.send(batch).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "span export failed; requests are not traced until the collector answers again"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// The first pause after a failed export; it doubles with each failed
+/// probe up to [`MAX_BACKOFF`].
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The longest pause between probes of a failing collector.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// While exports fail: when to probe next, and the pause after that.
+#[derive(Debug)]
+struct Backoff {
+    probe_at: tokio::time::Instant,
+    delay: Duration,
+}
+
+/// The export thread's loop. Healthy, it batches spans and exports them.
+/// After a failed export it sheds: new requests are not traced, spans
+/// still arriving are dropped (counted), and an empty export probes the
+/// collector after a back-off until one succeeds.
+async fn run<S: Sink>(
+    exporter: &mut Exporter<'_, S>,
+    mut spans: mpsc::Receiver<Record>,
+    full: &Notify,
     mut control: mpsc::UnboundedReceiver<Control>,
     cfg: BatchConfig,
-    stats: &ExportStats,
 ) {
+    let stats = exporter.stats;
     let mut batch = Vec::with_capacity(cfg.batch);
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    let mut failed_at: Option<Instant> = None;
+    let mut failing: Option<Backoff> = None;
     let capacity = spans.max_capacity();
     loop {
-        if stats.shedding.load(Relaxed) && spans.len() <= capacity / 2 {
-            let retry = failed_at.is_none_or(|t| t.elapsed() >= RETRY_AFTER_FAILURE);
-            if !failing || retry {
-                stats.shedding.store(false, Relaxed);
-            }
-        }
-        let room = cfg.batch - batch.len();
-        let failed_before = stats.failed.load(Relaxed);
-        tokio::select! {
-            biased;
-            cmd = control.recv() => {
-                let Some(cmd) = cmd else { break };
-                while let Ok(s) = spans.try_recv() {
-                    batch.push(s);
-                    if batch.len() >= cfg.batch {
-                        export(&exporter, &mut batch, cfg.timeout, stats, &mut failing).await;
-                    }
-                }
-                export(&exporter, &mut batch, cfg.timeout, stats, &mut failing).await;
-                match cmd {
-                    Control::Flush(reply) => {
-                        let _ = reply.send(());
-                    }
-                    Control::Shutdown(reply) => {
-                        spans.close();
-                        let _ = exporter.shutdown_with_timeout(cfg.timeout);
-                        let _ = reply.send(());
+        if let Some(backoff) = &mut failing {
+            let room = cfg.batch.max(1);
+            tokio::select! {
+                biased;
+                cmd = control.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    discard(&mut spans, &mut batch, stats);
+                    let stop = matches!(cmd, Control::Shutdown(_));
+                    cmd.answer();
+                    if stop {
                         break;
                     }
                 }
+                n = spans.recv_many(&mut batch, room) => {
+                    if n == 0 {
+                        break;
+                    }
+                    discard(&mut spans, &mut batch, stats);
+                }
+                () = tokio::time::sleep_until(backoff.probe_at) => {
+                    if exporter.send(&mut Vec::new()).await.is_ok() {
+                        tracing::info!("span export works again");
+                        failing = None;
+                        // Whatever queued up meanwhile predates the probe.
+                        discard(&mut spans, &mut batch, stats);
+                        stats.shedding.store(false, Relaxed);
+                        tick.reset();
+                    } else {
+                        backoff.delay = (backoff.delay * 2).min(MAX_BACKOFF);
+                        backoff.probe_at = tokio::time::Instant::now() + backoff.delay;
+                    }
+                }
             }
-            n = spans.recv_many(&mut batch, room) => {
-                if n == 0 {
+            continue;
+        }
+        if stats.shedding.load(Relaxed) && spans.len() <= capacity / 2 {
+            stats.shedding.store(false, Relaxed);
+        }
+        let ok = tokio::select! {
+            biased;
+            cmd = control.recv() => {
+                let Some(cmd) = cmd else { break };
+                let mut ok = true;
+                while ok && let Ok(s) = spans.try_recv() {
+                    batch.push(s);
+                    if batch.len() >= cfg.batch {
+                        ok = exporter.export(&mut batch).await;
+                    }
+                }
+                ok = ok && exporter.export(&mut batch).await;
+                if !ok {
+                    discard(&mut spans, &mut batch, stats);
+                }
+                let stop = matches!(cmd, Control::Shutdown(_));
+                if stop {
+                    spans.close();
+                }
+                cmd.answer();
+                if stop {
                     break;
                 }
-                if batch.len() >= cfg.batch {
-                    export(&exporter, &mut batch, cfg.timeout, stats, &mut failing).await;
-                }
+                ok
             }
-            _ = tick.tick() => {
-                export(&exporter, &mut batch, cfg.timeout, stats, &mut failing).await;
-            }
-        }
-        if stats.failed.load(Relaxed) != failed_before {
-            failed_at = Some(Instant::now());
-        } else if !failing {
-            failed_at = None;
+            () = full.notified() => exporter.drain(&mut spans, &mut batch, cfg.batch, false).await,
+            _ = tick.tick() => exporter.drain(&mut spans, &mut batch, cfg.batch, true).await,
+        };
+        if !ok {
+            start_shedding(stats);
+            failing = Some(Backoff {
+                probe_at: tokio::time::Instant::now() + FIRST_BACKOFF,
+                delay: FIRST_BACKOFF,
+            });
         }
     }
 }
 
-async fn export<E: SpanExporter>(
-    exporter: &E,
-    batch: &mut Vec<SpanData>,
-    timeout: Duration,
-    stats: &ExportStats,
-    failing: &mut bool,
-) {
-    if batch.is_empty() {
-        return;
+/// Stops tracing new requests; counts the episode if it is a new one.
+pub(crate) fn start_shedding(stats: &ExportStats) {
+    if !stats.shedding.swap(true, Relaxed) {
+        stats.shed_episodes.fetch_add(1, Relaxed);
     }
-    let n = batch.len() as u64;
-    let spans = std::mem::replace(batch, Vec::with_capacity(batch.capacity()));
-    let result = tokio::time::timeout(timeout, exporter.export(spans)).await;
-    match result {
-        Ok(Ok(())) => {
-            stats.exported.fetch_add(n, Relaxed);
-            if std::mem::take(failing) {
-                tracing::info!("span export works again");
-            }
-        }
-        Ok(Err(e)) => {
-            stats.failed.fetch_add(n, Relaxed);
-            if !std::mem::replace(failing, true) {
-                tracing::warn!(error = %e, "span export failed; spans are dropped until it works");
-            }
-        }
-        Err(_) => {
-            stats.failed.fetch_add(n, Relaxed);
-            if !std::mem::replace(failing, true) {
-                tracing::warn!(
-                    ?timeout,
-                    "span export timed out; spans are dropped until it works"
-                );
-            }
-        }
+}
+
+/// Drops the spans queued and batched while export fails, counted.
+fn discard(spans: &mut mpsc::Receiver<Record>, batch: &mut Vec<Record>, stats: &ExportStats) {
+    while let Ok(s) = spans.try_recv() {
+        batch.push(s);
+    }
+    stats.dropped.fetch_add(batch.len() as u64, Relaxed);
+    batch.clear();
+}
+
+impl Control {
+    fn answer(self) {
+        let (Self::Flush(reply) | Self::Shutdown(reply)) = self;
+        let _ = reply.send(());
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
-    use opentelemetry_sdk::trace::SdkTracerProvider;
-
-    use super::*;
-
-    /// An exporter whose collector never answers.
-    #[derive(Debug)]
-    struct Stuck;
-
-    impl SpanExporter for Stuck {
-        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
-            std::future::pending().await
-        }
-    }
-
-    /// An exporter that counts what it got.
-    #[derive(Debug, Clone, Default)]
-    struct Counting(Arc<AtomicU64>);
-
-    impl SpanExporter for Counting {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.fetch_add(batch.len() as u64, Relaxed);
-            Ok(())
-        }
-    }
-
-    fn cfg(queue: usize, batch: usize) -> BatchConfig {
-        BatchConfig {
-            queue,
-            batch,
-            interval: Duration::from_millis(10),
-            timeout: Duration::from_secs(60),
-        }
-    }
-
-    fn end_spans(provider: &SdkTracerProvider, n: usize) {
-        let tracer = provider.tracer("test");
-        for _ in 0..n {
-            tracer.start("span").end();
-        }
-    }
-
-    #[test]
-    fn a_stuck_collector_costs_drops_not_waits() {
-        let stats = Arc::new(ExportStats::default());
-        let p = QueueProcessor::start(
-            || Ok(Stuck),
-            Resource::builder().build(),
-            cfg(4, 2),
-            stats.clone(),
-        )
-        .expect("starts");
-        let provider = SdkTracerProvider::builder().with_span_processor(p).build();
-        // Every `end` returns at once although nothing is ever exported:
-        // at most the queue and one batch are held, the rest are counted.
-        end_spans(&provider, 50);
-        let dropped = stats.dropped.load(Relaxed);
-        assert!((44..=46).contains(&dropped), "dropped {dropped}");
-        assert_eq!(stats.exported.load(Relaxed), 0);
-        // The proxy stops tracing new requests until the queue drains.
-        assert!(stats.shedding.load(Relaxed));
-        assert_eq!(stats.shed_episodes.load(Relaxed), 1);
-    }
-
-    #[test]
-    fn spans_are_exported_in_batches_and_flushed() {
-        let stats = Arc::new(ExportStats::default());
-        let got = Counting::default();
-        let exporter = got.clone();
-        let p = QueueProcessor::start(
-            move || Ok(exporter),
-            Resource::builder().build(),
-            cfg(100, 8),
-            stats.clone(),
-        )
-        .expect("starts");
-        let provider = SdkTracerProvider::builder().with_span_processor(p).build();
-        end_spans(&provider, 20);
-        provider.force_flush().expect("flushes");
-        assert_eq!(got.0.load(Relaxed), 20);
-        assert_eq!(stats.exported.load(Relaxed), 20);
-        assert_eq!(stats.dropped.load(Relaxed), 0);
-        provider.shutdown().expect("shuts down");
-    }
-}
+#[path = "export_tests.rs"]
+mod tests;

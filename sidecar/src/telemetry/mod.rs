@@ -5,10 +5,17 @@
 //! With traces off there is no tracer: the request path checks one
 //! `Option` and builds nothing.
 
+mod context;
+mod encode;
 mod export;
 mod otel;
+mod pb;
+#[cfg(test)]
+mod pipeline_tests;
 mod request;
+mod send;
 mod stats;
+mod text;
 
 use std::sync::{
     Arc,
@@ -16,6 +23,8 @@ use std::sync::{
 };
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use self::export::ExportQueue;
 
 pub(crate) use self::{
     export::ExportStats,
@@ -30,6 +39,7 @@ use crate::config;
 pub struct Telemetry {
     tracer: Option<ProxyTracer>,
     provider: Option<SdkTracerProvider>,
+    queue: Option<ExportQueue>,
     /// What span export did.
     pub(crate) export: Arc<ExportStats>,
     /// Each route's counters, by name.
@@ -47,9 +57,10 @@ impl Telemetry {
         let export = Arc::new(ExportStats::default());
         let settings =
             otel::resolve(cfg, |k| std::env::var(k).ok()).map_err(|e| format!("telemetry: {e}"))?;
-        let provider = match &settings {
+        let (tracer, provider, queue) = match &settings {
             Some(s) => {
-                let p = otel::provider(s, export.clone()).map_err(|e| format!("telemetry: {e}"))?;
+                let (queue, p) =
+                    otel::start(s, export.clone()).map_err(|e| format!("telemetry: {e}"))?;
                 tracing::info!(
                     endpoint = %s.endpoint,
                     protocol = ?s.protocol,
@@ -59,17 +70,15 @@ impl Telemetry {
                 );
                 // Discovery spans use the global tracer.
                 opentelemetry::global::set_tracer_provider(p.clone());
-                Some(p)
+                let tracer = ProxyTracer::new(s.sampler, queue.clone(), export.clone());
+                (Some(tracer), Some(p), Some(queue))
             }
-            None => None,
+            None => (None, None, None),
         };
-        let tracer = provider.as_ref().map(|p| {
-            use opentelemetry::trace::TracerProvider as _;
-            ProxyTracer::new(p.tracer("tributary-sidecar"), export.clone())
-        });
         let t = Self {
             tracer,
             provider,
+            queue,
             export,
             routes: RouteStatsStore::default(),
             access_log: AtomicBool::new(false),
@@ -84,6 +93,7 @@ impl Telemetry {
         Arc::new(Self {
             tracer: None,
             provider: None,
+            queue: None,
             export: Arc::default(),
             routes: RouteStatsStore::default(),
             access_log: AtomicBool::new(false),
@@ -119,6 +129,11 @@ impl Telemetry {
     pub fn shutdown(&self) {
         if let Some(p) = &self.provider
             && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "the discovery tracer did not stop cleanly");
+        }
+        if let Some(q) = &self.queue
+            && let Err(e) = q.shutdown(std::time::Duration::from_secs(10))
         {
             tracing::warn!(error = %e, "span export did not finish cleanly");
         }

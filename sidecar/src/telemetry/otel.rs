@@ -2,28 +2,49 @@
 //! variables overridden by the config's `telemetry` section, and the tracer
 //! provider built from them.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
 
-use super::export::{BatchConfig, ExportStats, QueueProcessor};
+use super::{
+    export::{BatchConfig, ExportQueue, ExportStats, QueueProcessor},
+    send::Collector,
+};
 use crate::config::{OtlpProtocol, Telemetry};
 
 /// Where and how spans are exported, resolved from config and environment.
-#[derive(Clone, Debug, PartialEq)]
+/// Its `Debug` shows header names only: their values are often secrets.
+#[derive(Clone, PartialEq)]
 pub(crate) struct TraceSettings {
     /// The full export URI (for HTTP, with its `/v1/traces` path).
     pub(crate) endpoint: String,
     pub(crate) protocol: OtlpProtocol,
-    /// Headers of the config (the exporter adds `OTEL_EXPORTER_OTLP_HEADERS`).
+    /// Headers sent with each export: `OTEL_EXPORTER_OTLP_HEADERS`, then
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, then the config's, a later one
+    /// replacing an earlier one of the same name.
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) service_name: String,
     pub(crate) sampler: SamplerChoice,
     pub(crate) batch: BatchConfig,
+}
+
+impl std::fmt::Debug for TraceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceSettings")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("service_name", &self.service_name)
+            .field("sampler", &self.sampler)
+            .field("batch", &self.batch)
+            .finish()
+    }
 }
 
 /// The sampler, as `OTEL_TRACES_SAMPLER` names them.
@@ -134,15 +155,28 @@ pub(crate) fn resolve(
             num("OTEL_BSP_SCHEDULE_DELAY")?.map_or(Duration::from_secs(1), Duration::from_millis)
         }
     };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut add = |k: String, v: String| {
+        headers.retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
+        headers.push((k, v));
+    };
+    for var in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        if let Some(raw) = env(var) {
+            for (k, v) in parse_headers(var, &raw)? {
+                add(k, v);
+            }
+        }
+    }
+    for (k, v) in &cfg.otlp_headers.0 {
+        add(k.clone(), v.clone());
+    }
     Ok(Some(TraceSettings {
         endpoint,
         protocol,
-        headers: cfg
-            .otlp_headers
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        headers,
         service_name,
         sampler,
         batch: BatchConfig {
@@ -184,7 +218,8 @@ fn sampler_from_env(name: Option<String>, arg: Option<String>) -> Result<Sampler
 }
 
 impl SamplerChoice {
-    fn sampler(self) -> Sampler {
+    /// The same sampler for the SDK's tracer (discovery updates).
+    fn sdk_sampler(self) -> Sampler {
         let parent = |s| Sampler::ParentBased(Box::new(s));
         match self {
             Self::AlwaysOn => Sampler::AlwaysOn,
@@ -197,58 +232,65 @@ impl SamplerChoice {
     }
 }
 
-/// Builds the tracer provider: the OTLP exporter on its own thread behind a
-/// bounded queue.
-pub(crate) fn provider(
+/// The header pairs of an `OTEL_EXPORTER_OTLP_*HEADERS` value:
+/// `key=value` separated by commas, values percent-decoded.
+fn parse_headers(var: &str, raw: &str) -> Result<Vec<(String, String)>, String> {
+    raw.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{var}: {:?} is not key=value", pair.trim()))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(format!("{var}: a header has no name"));
+            }
+            let v = percent_decode(v.trim())
+                .ok_or_else(|| format!("{var}: the value of {k} is badly percent-encoded"))?;
+            Ok((k.to_owned(), v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Starts the pipeline: the export thread behind its queue, and the SDK
+/// tracer provider (discovery updates) feeding the same queue.
+pub(crate) fn start(
     s: &TraceSettings,
     stats: Arc<ExportStats>,
-) -> Result<SdkTracerProvider, String> {
+) -> Result<(ExportQueue, SdkTracerProvider), String> {
     let resource = Resource::builder()
         .with_service_name(s.service_name.clone())
         .build();
-    let (endpoint, protocol, headers, timeout) = (
-        s.endpoint.clone(),
-        s.protocol,
-        s.headers.clone(),
-        s.batch.timeout,
-    );
-    let make = move || -> Result<opentelemetry_otlp::SpanExporter, String> {
-        let built = match protocol {
-            OtlpProtocol::Grpc => {
-                let mut md = tonic::metadata::MetadataMap::new();
-                for (k, v) in &headers {
-                    let key = k
-                        .to_ascii_lowercase()
-                        .parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>()
-                        .map_err(|_| format!("telemetry.otlp_headers: bad header name {k:?}"))?;
-                    let value = v
-                        .parse()
-                        .map_err(|_| format!("telemetry.otlp_headers.{k}: bad value"))?;
-                    md.insert(key, value);
-                }
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(timeout)
-                    .with_metadata(md)
-                    .build()
-            }
-            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(endpoint.clone())
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_timeout(timeout)
-                .with_headers(headers.iter().cloned().collect::<HashMap<_, _>>())
-                .build(),
-        };
-        built.map_err(|e| format!("cannot build the OTLP exporter for {endpoint}: {e}"))
-    };
-    let processor = QueueProcessor::start(make, resource.clone(), s.batch, stats)?;
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_sampler(s.sampler.sampler())
+    let settings = s.clone();
+    let queue = ExportQueue::start(
+        move || Collector::new(&settings),
+        resource.clone(),
+        s.batch,
+        stats,
+    )?;
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(QueueProcessor(queue.clone()))
+        .with_sampler(s.sampler.sdk_sampler())
         .with_resource(resource)
-        .build())
+        .build();
+    Ok((queue, provider))
 }
 
 #[cfg(test)]
@@ -310,6 +352,40 @@ mod tests {
         assert_eq!(s.endpoint, "http://cfg:4317");
         assert_eq!(s.service_name, "from-config");
         assert_eq!(s.sampler, SamplerChoice::ParentRatio(0.5));
+    }
+
+    #[test]
+    fn headers_come_from_both_variables_and_the_config() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=general, tenant=a%20b,x-shared=1",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "API-Key=traces"),
+        ];
+        let mut cfg = Telemetry::default();
+        cfg.otlp_headers
+            .0
+            .insert("x-shared".into(), "from-config".into());
+        let s = resolve(&cfg, env(&vars)).unwrap().unwrap();
+        assert!(!format!("{s:?}").contains("from-config"), "{s:?}");
+        let mut h = s.headers.clone();
+        h.sort();
+        assert_eq!(
+            h,
+            [
+                ("API-Key".to_owned(), "traces".to_owned()),
+                ("tenant".to_owned(), "a b".to_owned()),
+                ("x-shared".to_owned(), "from-config".to_owned()),
+            ]
+        );
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "novalue"),
+        ];
+        let e = resolve(&Telemetry::default(), env(&vars)).unwrap_err();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_TRACES_HEADERS"), "{e}");
     }
 
     #[test]

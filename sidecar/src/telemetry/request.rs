@@ -1,385 +1,352 @@
 //! Spans of the request path: a server span per proxied request and a client
-//! span per upstream attempt, with the OpenTelemetry HTTP semantic
-//! conventions, W3C trace context taken from the request and given to the
-//! upstream, and the balancer's explanation of each choice.
+//! span per upstream attempt, with W3C trace context taken from the request
+//! and given to the upstream.
 //!
-//! Only built when traces are on ([`ProxyTracer`] exists); attributes are
-//! formatted only when the span records (the request is sampled). An
-//! unsampled request still passes its trace context on.
+//! The request path only captures raw values (ids, clocks, the method,
+//! refcounted clones of the URI and headers, addresses, the endpoint set and
+//! the pick) into a plain record and hands it to the export queue with one
+//! `try_send`; attribute formatting, the balancer's explanation and the OTLP
+//! encoding happen on the export thread ([`super::encode`]). An unsampled
+//! request builds no record but still passes its trace context on.
 
-use std::{borrow::Cow, net::SocketAddr, sync::Arc};
-
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Version, request::Parts};
-use opentelemetry::{
-    Array, Context, KeyValue, StringValue, Value,
-    propagation::{Extractor, Injector, TextMapPropagator},
-    trace::{SpanKind, Status, TraceContextExt, Tracer as _},
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::SystemTime,
 };
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracer};
 
-use super::ExportStats;
-use crate::{
-    balance::{Explained, PickCtx},
-    upstream::{Endpoint, Upstream, UpstreamState},
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, request::Parts, uri::PathAndQuery,
 };
+
+use super::{
+    context::{Parent, SpanId, TraceId, parse_traceparent, traceparent},
+    export::{ExportQueue, ExportStats, Record},
+    otel::SamplerChoice,
+};
+use crate::{balance::PickCtx, upstream::UpstreamState};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// Most endpoints listed in an attempt span's balancing attributes.
-const MAX_EXPLAINED: usize = 32;
+/// Most attempts whose endpoints an attempt record lists as tried before.
+const MAX_TRIED: usize = 16;
 
 /// Starts request and attempt spans; exists only while traces are on.
 #[derive(Debug)]
 pub(crate) struct ProxyTracer {
-    tracer: SdkTracer,
-    propagator: TraceContextPropagator,
+    sampler: SamplerChoice,
+    queue: ExportQueue,
     export: Arc<ExportStats>,
 }
 
-/// The server span of one request, and its trace context.
+/// The server span of one request, and its trace context. Dropped before
+/// [`RequestTrace::end`] (the client went away), the span ends without a
+/// status.
 pub(crate) struct RequestTrace<'a> {
     tracer: &'a ProxyTracer,
-    cx: Context,
+    trace_id: TraceId,
+    span_id: SpanId,
+    trace_state: Option<HeaderValue>,
+    /// The record, while the span is sampled and not yet ended; boxed so
+    /// that the request's future stays small when traces are off.
+    span: Option<Box<ServerSpan>>,
 }
 
-/// The client span of one attempt.
-pub(crate) struct AttemptTrace {
-    cx: Context,
+/// The client span of one attempt (sampled requests only).
+pub(crate) struct AttemptTrace<'a> {
+    tracer: &'a ProxyTracer,
+    span: Option<Box<ClientSpan>>,
 }
 
 /// What the request's log lines carry: its trace and span ids.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TraceIds {
-    pub(crate) trace_id: opentelemetry::trace::TraceId,
-    pub(crate) span_id: opentelemetry::trace::SpanId,
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
 }
 
-struct HeaderExtractor<'a>(&'a HeaderMap);
-struct HeaderInjector<'a>(&'a mut HeaderMap);
+/// The raw values of a server span.
+#[derive(Debug)]
+pub(crate) struct ServerSpan {
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
+    pub(crate) parent: Option<SpanId>,
+    pub(crate) trace_state: Option<HeaderValue>,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    /// The `Host` header, when the URI has no host.
+    pub(crate) host: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) client: SocketAddr,
+    pub(crate) route: Arc<str>,
+    pub(crate) upstream: Arc<str>,
+    /// The status the client got; `None` when it went away first.
+    pub(crate) status: Option<u16>,
+    /// Why the proxy answered with an error, for 5xx.
+    pub(crate) error: Option<String>,
+}
+
+/// The raw values of a client span: the endpoint set the pick used and the
+/// pick, from which the export thread formats the explanation.
+pub(crate) struct ClientSpan {
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
+    pub(crate) parent: SpanId,
+    pub(crate) trace_state: Option<HeaderValue>,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) method: Method,
+    pub(crate) path: PathAndQuery,
+    pub(crate) upstream: Arc<str>,
+    pub(crate) state: Arc<UpstreamState>,
+    pub(crate) chosen: usize,
+    pub(crate) panic: bool,
+    pub(crate) hash: u64,
+    pub(crate) tried: [usize; MAX_TRIED],
+    pub(crate) tried_len: usize,
+    /// The balancer's scores of every endpoint at the pick, where it has
+    /// live ones (`ewma`, `least_conn`).
+    pub(crate) scores: Option<Box<[f64]>>,
+    pub(crate) attempt: usize,
+    pub(crate) outcome: AttemptOutcome,
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub(crate) enum AttemptOutcome {
+    /// Dropped before it ended (the request was cancelled).
+    Unfinished,
+    Answered {
+        status: u16,
+        retried: bool,
+    },
+    Failed {
+        kind: &'static str,
+        message: String,
+        retried: bool,
+    },
+}
+
+impl std::fmt::Debug for ClientSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSpan")
+            .field("trace_id", &self.trace_id)
+            .field("span_id", &self.span_id)
+            .field("upstream", &self.upstream)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
 
 // === impl ProxyTracer ===
 
 impl ProxyTracer {
-    pub(crate) fn new(tracer: SdkTracer, export: Arc<ExportStats>) -> Self {
+    pub(crate) fn new(
+        sampler: SamplerChoice,
+        queue: ExportQueue,
+        export: Arc<ExportStats>,
+    ) -> Self {
         Self {
-            tracer,
-            propagator: TraceContextPropagator::new(),
+            sampler,
+            queue,
             export,
         }
     }
 
-    /// Starts the server span of a request, as a child of its `traceparent`;
-    /// `None` while the export queue sheds load (the request's own trace
-    /// context then passes through untouched).
+    /// Starts the server span of a request, as a child of its valid
+    /// `traceparent`; `None` while the exporter sheds load (the request's
+    /// own trace context then passes through untouched).
     pub(crate) fn start_request(
         &self,
         parts: &Parts,
         client: SocketAddr,
-        route: &str,
-        upstream: &str,
+        route: &Arc<str>,
+        upstream: &Arc<str>,
     ) -> Option<RequestTrace<'_>> {
-        if self
-            .export
-            .shedding
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.export.shedding.load(Relaxed) {
+            self.export.untraced.fetch_add(1, Relaxed);
             return None;
         }
-        let parent = if parts.headers.contains_key(&TRACEPARENT) {
-            self.propagator.extract(&HeaderExtractor(&parts.headers))
-        } else {
-            Context::new()
-        };
-        let mut span = self
-            .tracer
-            .span_builder(span_name(&parts.method))
-            .with_kind(SpanKind::Server)
-            .start_with_context(&self.tracer, &parent);
-        use opentelemetry::trace::Span as _;
-        if span.is_recording() {
-            let host = crate::proxy::request_host(parts);
-            let ip = client.ip().to_string();
-            let mut attrs = vec![
-                KeyValue::new("http.request.method", method_value(&parts.method)),
-                KeyValue::new("url.path", parts.uri.path().to_owned()),
-                KeyValue::new("url.scheme", "http"),
-                KeyValue::new("network.protocol.version", protocol_version(parts.version)),
-                KeyValue::new("network.peer.address", ip.clone()),
-                KeyValue::new("network.peer.port", i64::from(client.port())),
-                KeyValue::new("client.address", ip),
-                KeyValue::new("tributary.route", route.to_owned()),
-                KeyValue::new("tributary.upstream", upstream.to_owned()),
-            ];
-            if let Some(q) = parts.uri.query() {
-                attrs.push(KeyValue::new("url.query", q.to_owned()));
-            }
-            if let Some(h) = host {
-                attrs.push(KeyValue::new("server.address", h.to_owned()));
-            }
-            if let Some(ua) = parts
-                .headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-            {
-                attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
-            }
-            span.set_attributes(attrs);
-        }
+        let parent: Option<Parent> = parts
+            .headers
+            .get(&TRACEPARENT)
+            .and_then(|v| parse_traceparent(v.as_bytes()));
+        let trace_id = parent.map_or_else(TraceId::random, |p| p.trace_id);
+        let span_id = SpanId::random();
+        let trace_state = parent.and_then(|_| parts.headers.get(&TRACESTATE).cloned());
+        let span = self.sampler.sample(parent.as_ref(), trace_id).then(|| {
+            Box::new(ServerSpan {
+                trace_id,
+                span_id,
+                parent: parent.map(|p| p.span_id),
+                trace_state: trace_state.clone(),
+                start: SystemTime::now(),
+                end: SystemTime::UNIX_EPOCH,
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                host: if parts.uri.host().is_some() {
+                    None
+                } else {
+                    parts.headers.get(http::header::HOST).cloned()
+                },
+                user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+                client,
+                route: route.clone(),
+                upstream: upstream.clone(),
+                status: None,
+                error: None,
+            })
+        });
         Some(RequestTrace {
             tracer: self,
-            cx: parent.with_span(span),
+            trace_id,
+            span_id,
+            trace_state,
+            span,
         })
+    }
+
+    /// Queues a finished span; counts it and sheds when the queue is full.
+    fn send(&self, record: Record) {
+        self.queue.send(record);
     }
 }
 
 // === impl RequestTrace ===
 
-impl RequestTrace<'_> {
+impl<'a> RequestTrace<'a> {
     /// The ids for log lines.
     pub(crate) fn ids(&self) -> TraceIds {
-        let span = self.cx.span();
-        let sc = span.span_context();
         TraceIds {
-            trace_id: sc.trace_id(),
-            span_id: sc.span_id(),
+            trace_id: self.trace_id,
+            span_id: self.span_id,
         }
     }
 
     /// Starts the client span of attempt `attempt` (1 for the first) on
-    /// `state.endpoints[index]` and writes its trace context into `headers`.
-    /// An unsampled request passes the server span's context on unchanged.
+    /// `state.endpoints[pick.0]` and writes its trace context into
+    /// `headers`. An unsampled request passes the server span's context on,
+    /// flagged unsampled.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_attempt(
         &self,
         headers: &mut HeaderMap,
         method: &Method,
-        path: &str,
-        upstream: &Upstream,
-        state: &UpstreamState,
+        path: &PathAndQuery,
+        upstream: &Arc<str>,
+        state: &Arc<UpstreamState>,
         pick: (usize, bool),
         ctx: &PickCtx<'_>,
         attempt: usize,
-    ) -> Option<AttemptTrace> {
-        if !self.cx.span().is_recording() {
-            self.tracer
-                .propagator
-                .inject_context(&self.cx, &mut HeaderInjector(headers));
+    ) -> Option<AttemptTrace<'a>> {
+        let sampled = self.span.is_some();
+        let span_id = if sampled {
+            SpanId::random()
+        } else {
+            self.span_id
+        };
+        headers.insert(&TRACEPARENT, traceparent(self.trace_id, span_id, sampled));
+        if let Some(ts) = &self.trace_state {
+            headers.insert(&TRACESTATE, ts.clone());
+        }
+        if !sampled {
             return None;
         }
-        let endpoint: &Endpoint = &state.endpoints[pick.0];
-        let tracer = &self.tracer.tracer;
-        let mut span = tracer
-            .span_builder(span_name(method))
-            .with_kind(SpanKind::Client)
-            .start_with_context(tracer, &self.cx);
-        use opentelemetry::trace::Span as _;
-        let ip = endpoint.addr.ip().to_string();
-        let mut attrs = vec![
-            KeyValue::new("http.request.method", method_value(method)),
-            KeyValue::new("server.address", ip.clone()),
-            KeyValue::new("server.port", i64::from(endpoint.addr.port())),
-            KeyValue::new("network.peer.address", ip),
-            KeyValue::new("network.peer.port", i64::from(endpoint.addr.port())),
-            KeyValue::new(
-                "url.full",
-                format!("http://{}{}", endpoint.authority.as_str(), path),
-            ),
-            KeyValue::new("tributary.upstream", upstream.name.to_string()),
-            KeyValue::new("tributary.endpoint", endpoint.addr.to_string()),
-            KeyValue::new("tributary.endpoint.id", endpoint.id.to_string()),
-            KeyValue::new("tributary.attempt", attempt as i64),
-            KeyValue::new("tributary.balancer", state.balancer.kind().as_str()),
-            KeyValue::new("tributary.balancer.panic", pick.1),
-            KeyValue::new("tributary.endpoint_set.generation", state.generation as i64),
-        ];
-        if attempt > 1 {
-            attrs.push(KeyValue::new(
-                "http.request.resend_count",
-                (attempt - 1) as i64,
-            ));
-        }
-        if !state.sources.is_empty() {
-            let versions: Vec<StringValue> = state
-                .sources
-                .iter()
-                .map(|s| format!("{}@{}", s.name, s.version).into())
-                .collect();
-            attrs.push(KeyValue::new(
-                "tributary.discovery.versions",
-                Value::Array(Array::String(versions)),
-            ));
-        }
-        explain(&mut attrs, state, pick.0, ctx);
-        span.set_attributes(attrs);
-        let cx = self.cx.with_span(span);
-        self.tracer
-            .propagator
-            .inject_context(&cx, &mut HeaderInjector(headers));
-        Some(AttemptTrace { cx })
+        let mut tried = [0; MAX_TRIED];
+        let tried_len = ctx.tried.len().min(MAX_TRIED);
+        tried[..tried_len].copy_from_slice(&ctx.tried[..tried_len]);
+        Some(AttemptTrace {
+            tracer: self.tracer,
+            span: Some(Box::new(ClientSpan {
+                trace_id: self.trace_id,
+                span_id,
+                parent: self.span_id,
+                trace_state: self.trace_state.clone(),
+                start: SystemTime::now(),
+                end: SystemTime::UNIX_EPOCH,
+                method: method.clone(),
+                path: path.clone(),
+                upstream: upstream.clone(),
+                state: state.clone(),
+                chosen: pick.0,
+                panic: pick.1,
+                hash: ctx.hash,
+                tried,
+                tried_len,
+                scores: state.balancer.scores(&state.endpoints),
+                attempt,
+                outcome: AttemptOutcome::Unfinished,
+            })),
+        })
     }
 
     /// Ends the server span with the response status.
-    pub(crate) fn end(self, status: u16, error: Option<&dyn std::fmt::Display>) {
-        let span = self.cx.span();
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
+    pub(crate) fn end(mut self, status: u16, error: Option<&dyn std::fmt::Display>) {
+        if let Some(span) = &mut self.span {
+            span.status = Some(status);
             if status >= 500 {
-                span.set_attribute(KeyValue::new("error.type", status.to_string()));
-                span.set_status(Status::error(
-                    error.map(|e| e.to_string()).unwrap_or_default(),
-                ));
+                span.error = Some(error.map(|e| e.to_string()).unwrap_or_default());
             }
         }
-        span.end();
+    }
+}
+
+impl Drop for RequestTrace<'_> {
+    fn drop(&mut self) {
+        if let Some(mut span) = self.span.take() {
+            span.end = SystemTime::now();
+            self.tracer.send(Record::Server(span));
+        }
     }
 }
 
 // === impl AttemptTrace ===
 
-impl AttemptTrace {
+impl AttemptTrace<'_> {
     /// Ends the attempt with the upstream's status.
-    pub(crate) fn answered(self, status: u16, retried: bool) {
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        if retried {
-            span.set_attribute(KeyValue::new("tributary.retried", true));
+    pub(crate) fn answered(mut self, status: u16, retried: bool) {
+        if let Some(span) = &mut self.span {
+            span.outcome = AttemptOutcome::Answered { status, retried };
         }
-        if status >= 500 {
-            span.set_attribute(KeyValue::new("error.type", status.to_string()));
-            span.set_status(Status::error(""));
-        }
-        span.end();
     }
 
     /// Ends the attempt that got no response.
-    pub(crate) fn failed(self, kind: &'static str, error: &dyn std::fmt::Display, retried: bool) {
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new("error.type", kind));
-        if retried {
-            span.set_attribute(KeyValue::new("tributary.retried", true));
-        }
-        span.set_status(Status::error(error.to_string()));
-        span.end();
-    }
-}
-
-/// Adds why the balancer chose `chosen`: the candidates with their scores
-/// and the endpoints it skipped with the reason.
-fn explain(attrs: &mut Vec<KeyValue>, state: &UpstreamState, chosen: usize, ctx: &PickCtx<'_>) {
-    let mut candidates: Vec<StringValue> = Vec::new();
-    let mut skipped: Vec<StringValue> = Vec::new();
-    let mut more = 0;
-    state
-        .balancer
-        .explain(&state.endpoints, ctx, chosen, |e: Explained<'_>| {
-            let list = if e.skipped.is_some() {
-                &mut skipped
-            } else {
-                &mut candidates
+    pub(crate) fn failed(
+        mut self,
+        kind: &'static str,
+        error: &dyn std::fmt::Display,
+        retried: bool,
+    ) {
+        if let Some(span) = &mut self.span {
+            span.outcome = AttemptOutcome::Failed {
+                kind,
+                message: error.to_string(),
+                retried,
             };
-            if list.len() >= MAX_EXPLAINED {
-                more += 1;
-                return;
-            }
-            let mut s = e.endpoint.addr.to_string();
-            if e.chosen {
-                s.push_str(" chosen");
-            }
-            if let Some(score) = e.score {
-                s.push_str(&format!(" {}={score:.4}", e.score_name));
-            }
-            if let Some(why) = e.skipped {
-                s.push_str(": ");
-                s.push_str(why);
-            }
-            list.push(s.into());
-        });
-    if ctx.hash != 0 {
-        attrs.push(KeyValue::new("tributary.balancer.hash", ctx.hash as i64));
-    }
-    attrs.push(KeyValue::new(
-        "tributary.balancer.candidates",
-        Value::Array(Array::String(candidates)),
-    ));
-    attrs.push(KeyValue::new(
-        "tributary.balancer.skipped",
-        Value::Array(Array::String(skipped)),
-    ));
-    if more > 0 {
-        attrs.push(KeyValue::new("tributary.balancer.unlisted", more as i64));
-    }
-}
-
-/// The span name: the method (semantic conventions: `HTTP` for others).
-fn span_name(m: &Method) -> Cow<'static, str> {
-    Cow::Borrowed(match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "HTTP",
-    })
-}
-
-/// `http.request.method`: known methods as they are, others `_OTHER`.
-fn method_value(m: &Method) -> &'static str {
-    match span_name(m) {
-        Cow::Borrowed("HTTP") => "_OTHER",
-        Cow::Borrowed(s) => s,
-        Cow::Owned(_) => "_OTHER",
-    }
-}
-
-fn protocol_version(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
-// === impl HeaderExtractor / HeaderInjector ===
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
         }
     }
 }
 
-/// The trace id of a `traceparent` header, for access log lines when traces
-/// are off: `00-<32 hex>-<16 hex>-<2 hex>`.
+impl Drop for AttemptTrace<'_> {
+    fn drop(&mut self) {
+        if let Some(mut span) = self.span.take() {
+            span.end = SystemTime::now();
+            self.tracer.send(Record::Client(span));
+        }
+    }
+}
+
+/// The trace id of a valid `traceparent` header, for access log lines when
+/// traces are off.
 pub(crate) fn traceparent_trace_id(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(&TRACEPARENT)?.to_str().ok()?;
-    let id = v.get(3..35)?;
-    (v.len() >= 55 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    let v = headers.get(&TRACEPARENT)?;
+    parse_traceparent(v.as_bytes())?;
+    v.to_str().ok()?.get(3..35)
 }
 
 #[cfg(test)]
@@ -400,15 +367,5 @@ mod tests {
         );
         h.insert(&TRACEPARENT, HeaderValue::from_static("00-zz"));
         assert_eq!(traceparent_trace_id(&h), None);
-    }
-
-    #[test]
-    fn methods_follow_the_conventions() {
-        assert_eq!(span_name(&Method::GET), "GET");
-        let odd = Method::from_bytes(b"PURGE").unwrap();
-        assert_eq!(
-            (span_name(&odd).as_ref(), method_value(&odd)),
-            ("HTTP", "_OTHER")
-        );
     }
 }

@@ -1,0 +1,244 @@
+//! W3C trace context by hand: trace and span ids, `traceparent` parsed and
+//! written as the Trace Context spec says, and the samplers that
+//! `OTEL_TRACES_SAMPLER` names. Ids come from the thread's fast generator:
+//! no lock, no syscall.
+
+use std::fmt;
+
+use http::HeaderValue;
+
+use super::otel::SamplerChoice;
+use crate::balance::with_thread_rng;
+
+/// A trace id: 16 bytes, never all zero. Kept as bytes: a `u128` would
+/// make every future that holds one 16-byte aligned, which costs the
+/// request path copies even with traces off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TraceId([u8; 16]);
+
+/// A span id: 8 bytes, never all zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpanId(pub(crate) u64);
+
+/// The remote parent a request's `traceparent` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Parent {
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
+    pub(crate) sampled: bool,
+}
+
+// === impl TraceId / SpanId ===
+
+impl TraceId {
+    /// A new random id.
+    pub(crate) fn random() -> Self {
+        with_thread_rng(|r| {
+            let id = (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64());
+            Self::from_u128(id.max(1))
+        })
+    }
+
+    pub(crate) fn from_u128(id: u128) -> Self {
+        Self(id.to_be_bytes())
+    }
+
+    pub(crate) fn to_u128(self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+}
+
+impl SpanId {
+    /// A new random id.
+    pub(crate) fn random() -> Self {
+        with_thread_rng(|r| Self(r.next_u64().max(1)))
+    }
+
+    pub(crate) fn to_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.to_u128())
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+// === traceparent ===
+
+/// Parses a `traceparent` value: `VV-<32 hex>-<16 hex>-<2 hex>`, lowercase
+/// hex, non-zero ids. Version `00` must be exactly that long; a later
+/// version may append `-…` fields, which are ignored (the spec's forward
+/// compatibility); version `ff` is invalid. `None` when invalid: the request
+/// then starts a new trace.
+pub(crate) fn parse_traceparent(v: &[u8]) -> Option<Parent> {
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let version = hex_u8(&v[0..2])?;
+    if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    let trace_id = (u128::from(hex_u64(&v[3..19])?) << 64) | u128::from(hex_u64(&v[19..35])?);
+    let span_id = hex_u64(&v[36..52])?;
+    let flags = hex_u8(&v[53..55])?;
+    (trace_id != 0 && span_id != 0).then_some(Parent {
+        trace_id: TraceId::from_u128(trace_id),
+        span_id: SpanId(span_id),
+        sampled: flags & 1 == 1,
+    })
+}
+
+/// The `traceparent` of a span: version 00, sampled flag only.
+pub(crate) fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for i in 0..32 {
+        out[3 + i] = HEX[((trace_id.to_u128() >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        out[36 + i] = HEX[((span_id.0 >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    if sampled {
+        out[54] = b'1';
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn hex_u8(s: &[u8]) -> Option<u8> {
+    Some((hex_digit(s[0])? << 4) | hex_digit(s[1])?)
+}
+
+fn hex_u64(s: &[u8]) -> Option<u64> {
+    s.iter()
+        .try_fold(0u64, |acc, &b| Some((acc << 4) | u64::from(hex_digit(b)?)))
+}
+
+// === impl SamplerChoice ===
+
+impl SamplerChoice {
+    /// Whether a span of `trace_id` is sampled, given its remote parent.
+    /// The parent-based samplers follow a parent's sampled flag; the ratio
+    /// compares the trace id's last 8 bytes (shifted right by one) with
+    /// `ratio × 2^63`, as the OpenTelemetry SDKs do, so every service with
+    /// the same ratio makes the same decision for a trace.
+    pub(crate) fn sample(self, parent: Option<&Parent>, trace_id: TraceId) -> bool {
+        match (self, parent) {
+            (Self::AlwaysOn, _) | (Self::ParentOn, None) => true,
+            (Self::AlwaysOff, _) | (Self::ParentOff, None) => false,
+            (Self::Ratio(r), _) | (Self::ParentRatio(r), None) => by_ratio(r, trace_id),
+            (Self::ParentOn | Self::ParentOff | Self::ParentRatio(_), Some(p)) => p.sampled,
+        }
+    }
+}
+
+fn by_ratio(ratio: f64, trace_id: TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    ((trace_id.to_u128() as u64) >> 1) < bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparent_round_trips() {
+        let p = parse_traceparent(GOOD.as_bytes()).expect("valid");
+        assert_eq!(p.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.span_id.to_string(), "00f067aa0ba902b7");
+        assert!(p.sampled);
+        assert_eq!(traceparent(p.trace_id, p.span_id, true), GOOD);
+        let unsampled = traceparent(p.trace_id, p.span_id, false);
+        assert_eq!(&unsampled.as_bytes()[53..], b"00");
+        assert!(!parse_traceparent(unsampled.as_bytes()).unwrap().sampled);
+    }
+
+    #[test]
+    fn invalid_traceparents_are_refused() {
+        let bad = [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ];
+        for b in bad {
+            assert_eq!(parse_traceparent(b.as_bytes()), None, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn future_versions_keep_the_known_fields() {
+        let v = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-what-comes";
+        let p = parse_traceparent(v.as_bytes()).expect("forward compatible");
+        assert!(p.sampled);
+        assert!(parse_traceparent(&v.as_bytes()[..55]).is_some());
+    }
+
+    #[test]
+    fn random_ids_are_never_zero_and_differ() {
+        let (a, b) = (TraceId::random(), TraceId::random());
+        assert!(a.to_u128() != 0 && a != b);
+        assert_ne!(SpanId::random().0, 0);
+    }
+
+    #[test]
+    fn samplers_follow_their_names() {
+        let id = |low: u64| TraceId::from_u128(u128::from(low));
+        let parent = |sampled| Parent {
+            trace_id: id(1),
+            span_id: SpanId(1),
+            sampled,
+        };
+        assert!(SamplerChoice::AlwaysOn.sample(Some(&parent(false)), id(0)));
+        assert!(!SamplerChoice::AlwaysOff.sample(Some(&parent(true)), id(0)));
+        assert!(SamplerChoice::ParentOn.sample(None, id(u64::MAX)));
+        assert!(!SamplerChoice::ParentOn.sample(Some(&parent(false)), id(0)));
+        assert!(SamplerChoice::ParentOff.sample(Some(&parent(true)), id(0)));
+        assert!(!SamplerChoice::ParentOff.sample(None, id(0)));
+        // Ratio 0.25: the trace id's low 63 bits below 2^61 are sampled.
+        let r = SamplerChoice::Ratio(0.25);
+        assert!(r.sample(None, id((1 << 62) - 2)));
+        assert!(!r.sample(None, id(1 << 62)));
+        assert!(r.sample(Some(&parent(false)), id(0)));
+        let pr = SamplerChoice::ParentRatio(0.25);
+        assert!(!pr.sample(None, id(u64::MAX)));
+        assert!(pr.sample(Some(&parent(true)), id(u64::MAX)));
+        assert!(!SamplerChoice::Ratio(0.0).sample(None, id(0)));
+        // About a quarter of random traces.
+        let n = (0..10_000)
+            .filter(|_| r.sample(None, TraceId::random()))
+            .count();
+        assert!((2_000..3_000).contains(&n), "{n} of 10000");
+    }
+}

@@ -1,0 +1,464 @@
+//! The OTLP encoding of a batch, on the export thread: one
+//! `ExportTraceServiceRequest` (one resource, one scope) written into a
+//! reused buffer. Request and attempt records get their attributes here,
+//! with the balancer's explanation; spans of the SDK (discovery updates)
+//! are converted field by field.
+
+use std::{fmt::Write as _, time::SystemTime};
+
+use bytes::BytesMut;
+use http::{Method, Version};
+use opentelemetry::{Array, Value, trace::Status};
+use opentelemetry_sdk::{Resource, trace::SpanData};
+
+use super::{
+    export::Record,
+    pb::Writer,
+    request::{AttemptOutcome, ClientSpan, ServerSpan},
+    text::Text,
+};
+use crate::balance::{Explained, PickCtx};
+
+/// The instrumentation scope of every span.
+pub(crate) const SCOPE: &str = "tributary-sidecar";
+
+/// Most endpoints listed in each of an attempt span's balancing lists.
+const MAX_EXPLAINED: usize = 32;
+
+/// OTLP span kinds.
+const SERVER: u64 = 2;
+const CLIENT: u64 = 3;
+
+/// Span flags: W3C sampled, and whether the parent is remote is known / true.
+const SAMPLED: u32 = 0x01;
+const HAS_IS_REMOTE: u32 = 0x100;
+const IS_REMOTE: u32 = 0x200;
+
+/// Writes the export request of `batch` into `buf` (cleared first).
+pub(crate) fn encode(buf: &mut BytesMut, resource: &Resource, batch: &[Record]) {
+    buf.clear();
+    // About what a request's spans take: the buffer grows at most once.
+    buf.reserve(1024 + batch.len() * 1536);
+    let mut w = Writer(buf);
+    // ExportTraceServiceRequest.resource_spans
+    w.message_sized(1, 3, |w| {
+        // ResourceSpans.resource
+        w.message_sized(1, 2, |w| {
+            for (k, v) in resource.iter() {
+                w.message(1, |w| key_value(w, k.as_str(), v));
+            }
+        });
+        // ResourceSpans.scope_spans
+        w.message_sized(2, 3, |w| {
+            w.message(1, |w| w.str(1, SCOPE));
+            for r in batch {
+                w.message_sized(2, 2, |w| match r {
+                    Record::Server(s) => server(w, s),
+                    Record::Client(s) => client(w, s),
+                    Record::Sdk(s) => sdk(w, s),
+                });
+            }
+        });
+    });
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+// Span fields: trace_id 1, span_id 2, trace_state 3, parent_span_id 4,
+// name 5, kind 6, start 7, end 8, attributes 9, dropped_attributes 10,
+// events 11, dropped_events 12, links 13, dropped_links 14, status 15,
+// flags 16.
+
+fn server(w: &mut Writer<'_>, s: &ServerSpan) {
+    w.bytes(1, &s.trace_id.to_bytes());
+    w.bytes(2, &s.span_id.to_bytes());
+    if let Some(ts) = &s.trace_state {
+        w.bytes(3, ts.as_bytes());
+    }
+    if let Some(p) = s.parent {
+        w.bytes(4, &p.to_bytes());
+    }
+    w.str(5, span_name(&s.method));
+    w.uint(6, SERVER);
+    w.fixed64(7, nanos(s.start));
+    w.fixed64(8, nanos(s.end));
+    attr_str(w, "http.request.method", method_value(&s.method));
+    attr_str(w, "url.path", s.uri.path());
+    attr_str(w, "url.scheme", "http");
+    attr_str(w, "network.protocol.version", protocol_version(s.version));
+    let ip = Text::ip(s.client.ip());
+    attr_str(w, "network.peer.address", ip.as_str());
+    attr_int(w, "network.peer.port", i64::from(s.client.port()));
+    attr_str(w, "client.address", ip.as_str());
+    attr_str(w, "tributary.route", &s.route);
+    attr_str(w, "tributary.upstream", &s.upstream);
+    if let Some(q) = s.uri.query() {
+        attr_str(w, "url.query", q);
+    }
+    let host = match (s.uri.host(), &s.host) {
+        (Some(h), _) => Some(h),
+        (None, Some(h)) => h.to_str().ok().map(strip_port),
+        (None, None) => None,
+    };
+    if let Some(h) = host {
+        attr_str(w, "server.address", h);
+    }
+    if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+        attr_str(w, "user_agent.original", ua);
+    }
+    if let Some(status) = s.status {
+        attr_int(w, "http.response.status_code", i64::from(status));
+        if status >= 500 {
+            attr_fmt(w, "error.type", format_args!("{status}"));
+            error_status(w, s.error.as_deref().unwrap_or_default());
+        }
+    }
+    w.fixed32(
+        16,
+        SAMPLED | HAS_IS_REMOTE | if s.parent.is_some() { IS_REMOTE } else { 0 },
+    );
+}
+
+fn client(w: &mut Writer<'_>, s: &ClientSpan) {
+    w.bytes(1, &s.trace_id.to_bytes());
+    w.bytes(2, &s.span_id.to_bytes());
+    if let Some(ts) = &s.trace_state {
+        w.bytes(3, ts.as_bytes());
+    }
+    w.bytes(4, &s.parent.to_bytes());
+    w.str(5, span_name(&s.method));
+    w.uint(6, CLIENT);
+    w.fixed64(7, nanos(s.start));
+    w.fixed64(8, nanos(s.end));
+    let state = &*s.state;
+    let Some(endpoint) = state.endpoints.get(s.chosen) else {
+        return;
+    };
+    let addr = endpoint.addr;
+    let ip = Text::ip(addr.ip());
+    attr_str(w, "http.request.method", method_value(&s.method));
+    attr_str(w, "server.address", ip.as_str());
+    attr_int(w, "server.port", i64::from(addr.port()));
+    attr_str(w, "network.peer.address", ip.as_str());
+    attr_int(w, "network.peer.port", i64::from(addr.port()));
+    w.message(9, |w| {
+        w.str(1, "url.full");
+        w.message(2, |w| {
+            w.concat(
+                1,
+                &[
+                    b"http://",
+                    endpoint.authority.as_str().as_bytes(),
+                    s.path.as_str().as_bytes(),
+                ],
+            );
+        });
+    });
+    attr_str(w, "tributary.upstream", &s.upstream);
+    attr_str(w, "tributary.endpoint", Text::socket(addr).as_str());
+    attr_str(w, "tributary.endpoint.id", &endpoint.id);
+    attr_int(w, "tributary.attempt", s.attempt as i64);
+    attr_str(w, "tributary.balancer", state.balancer.kind().as_str());
+    attr_bool(w, "tributary.balancer.panic", s.panic);
+    attr_int(
+        w,
+        "tributary.endpoint_set.generation",
+        state.generation as i64,
+    );
+    if s.attempt > 1 {
+        attr_int(w, "http.request.resend_count", (s.attempt - 1) as i64);
+    }
+    if !state.sources.is_empty() {
+        attr_list(w, "tributary.discovery.versions", |w| {
+            for src in &state.sources {
+                w.message(1, |w| {
+                    w.fmt(1, format_args!("{}@{}", src.name, src.version));
+                });
+            }
+        });
+    }
+    explain(w, s);
+    match &s.outcome {
+        AttemptOutcome::Unfinished => {}
+        AttemptOutcome::Answered { status, retried } => {
+            attr_int(w, "http.response.status_code", i64::from(*status));
+            if *retried {
+                attr_bool(w, "tributary.retried", true);
+            }
+            if *status >= 500 {
+                attr_fmt(w, "error.type", format_args!("{status}"));
+                error_status(w, "");
+            }
+        }
+        AttemptOutcome::Failed {
+            kind,
+            message,
+            retried,
+        } => {
+            attr_str(w, "error.type", kind);
+            if *retried {
+                attr_bool(w, "tributary.retried", true);
+            }
+            error_status(w, message);
+        }
+    }
+    w.fixed32(16, SAMPLED | HAS_IS_REMOTE);
+}
+
+/// Why the balancer chose that endpoint: the candidates with their scores
+/// and the endpoints it skipped with the reason, at most
+/// [`MAX_EXPLAINED`] of each.
+fn explain(w: &mut Writer<'_>, s: &ClientSpan) {
+    let state = &*s.state;
+    let ctx = PickCtx {
+        hash: s.hash,
+        tried: &s.tried[..s.tried_len],
+    };
+    if s.hash != 0 {
+        attr_int(w, "tributary.balancer.hash", s.hash as i64);
+    }
+    let mut unlisted = 0;
+    for (name, want_skipped) in [
+        ("tributary.balancer.candidates", false),
+        ("tributary.balancer.skipped", true),
+    ] {
+        attr_list(w, name, |w| {
+            let mut listed = 0;
+            state.balancer.explain_with(
+                &state.endpoints,
+                &ctx,
+                s.chosen,
+                s.scores.as_deref(),
+                |e: Explained<'_>| {
+                    if e.skipped.is_some() != want_skipped {
+                        return;
+                    }
+                    if listed >= MAX_EXPLAINED {
+                        unlisted += 1;
+                        return;
+                    }
+                    listed += 1;
+                    w.message(1, |w| {
+                        w.message(1, |w| {
+                            let _ = w.write_str(Text::socket(e.endpoint.addr).as_str());
+                            if e.chosen {
+                                let _ = w.write_str(" chosen");
+                            }
+                            if let Some(score) = e.score {
+                                let _ = write!(w, " {}=", e.score_name);
+                                write_score(w, score);
+                            }
+                            if let Some(why) = e.skipped {
+                                let _ = write!(w, ": {why}");
+                            }
+                        });
+                    });
+                },
+            );
+        });
+    }
+    if unlisted > 0 {
+        attr_int(w, "tributary.balancer.unlisted", unlisted);
+    }
+}
+
+/// A span of the SDK (the discovery updates), field by field.
+fn sdk(w: &mut Writer<'_>, s: &SpanData) {
+    use opentelemetry::trace::SpanKind;
+    let cx = &s.span_context;
+    w.bytes(1, &cx.trace_id().to_bytes());
+    w.bytes(2, &cx.span_id().to_bytes());
+    let ts = cx.trace_state().header();
+    if !ts.is_empty() {
+        w.str(3, &ts);
+    }
+    if s.parent_span_id != opentelemetry::trace::SpanId::INVALID {
+        w.bytes(4, &s.parent_span_id.to_bytes());
+    }
+    w.str(5, &s.name);
+    w.uint(
+        6,
+        match s.span_kind {
+            SpanKind::Internal => 1,
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+            SpanKind::Producer => 4,
+            SpanKind::Consumer => 5,
+        },
+    );
+    w.fixed64(7, nanos(s.start_time));
+    w.fixed64(8, nanos(s.end_time));
+    for kv in &s.attributes {
+        w.message(9, |w| key_value(w, kv.key.as_str(), &kv.value));
+    }
+    if s.dropped_attributes_count > 0 {
+        w.uint(10, u64::from(s.dropped_attributes_count));
+    }
+    for e in s.events.iter() {
+        w.message(11, |w| {
+            w.fixed64(1, nanos(e.timestamp));
+            w.str(2, &e.name);
+            for kv in &e.attributes {
+                w.message(3, |w| key_value(w, kv.key.as_str(), &kv.value));
+            }
+        });
+    }
+    let dropped_events = s.events.dropped_count;
+    if dropped_events > 0 {
+        w.uint(12, u64::from(dropped_events));
+    }
+    // Links are not exported (the sidecar makes none); counted as dropped.
+    let links = s.links.len() as u64 + u64::from(s.links.dropped_count);
+    if links > 0 {
+        w.uint(14, links);
+    }
+    match &s.status {
+        Status::Unset => {}
+        Status::Ok => w.message(15, |w| w.uint(3, 1)),
+        Status::Error { description } => error_status(w, description),
+    }
+    w.fixed32(16, u32::from(cx.trace_flags().to_u8()) | HAS_IS_REMOTE);
+}
+
+fn error_status(w: &mut Writer<'_>, message: &str) {
+    w.message(15, |w| {
+        if !message.is_empty() {
+            w.str(2, message);
+        }
+        w.uint(3, 2);
+    });
+}
+
+// KeyValue: key 1, value 2. AnyValue: string 1, bool 2, int 3, double 4,
+// array 5. ArrayValue: values 1.
+
+fn attr_str(w: &mut Writer<'_>, key: &str, v: &str) {
+    w.kv_str(9, key, v.as_bytes());
+}
+
+fn attr_fmt(w: &mut Writer<'_>, key: &str, v: std::fmt::Arguments<'_>) {
+    w.message(9, |w| {
+        w.str(1, key);
+        w.message(2, |w| w.fmt(1, v));
+    });
+}
+
+fn attr_int(w: &mut Writer<'_>, key: &str, v: i64) {
+    w.kv_int(9, key, v);
+}
+
+fn attr_bool(w: &mut Writer<'_>, key: &str, v: bool) {
+    w.kv_bool(9, key, v);
+}
+
+/// An array attribute; `items` writes each AnyValue as field 1.
+fn attr_list(w: &mut Writer<'_>, key: &str, items: impl FnOnce(&mut Writer<'_>)) {
+    w.message(9, |w| {
+        w.str(1, key);
+        w.message(2, |w| w.message(5, items));
+    });
+}
+
+/// A KeyValue's fields from an SDK value.
+fn key_value(w: &mut Writer<'_>, key: &str, v: &Value) {
+    w.str(1, key);
+    w.message(2, |w| any_value(w, v));
+}
+
+fn any_value(w: &mut Writer<'_>, v: &Value) {
+    match v {
+        Value::Bool(b) => w.bool(2, *b),
+        Value::I64(i) => w.int(3, *i),
+        Value::F64(f) => w.double(4, *f),
+        Value::String(s) => w.str(1, s.as_str()),
+        Value::Array(a) => w.message(5, |w| match a {
+            Array::Bool(v) => v.iter().for_each(|b| w.message(1, |w| w.bool(2, *b))),
+            Array::I64(v) => v.iter().for_each(|i| w.message(1, |w| w.int(3, *i))),
+            Array::F64(v) => v.iter().for_each(|f| w.message(1, |w| w.double(4, *f))),
+            Array::String(v) => v
+                .iter()
+                .for_each(|s| w.message(1, |w| w.str(1, s.as_str()))),
+            _ => {}
+        }),
+        _ => w.fmt(1, format_args!("{v}")),
+    }
+}
+
+/// The span name: the method (semantic conventions: `HTTP` for others).
+fn span_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "HTTP",
+    }
+}
+
+/// `http.request.method`: known methods as they are, others `_OTHER`.
+fn method_value(m: &Method) -> &'static str {
+    match span_name(m) {
+        "HTTP" => "_OTHER",
+        s => s,
+    }
+}
+
+fn protocol_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// A score with four decimals; whole numbers (weights) without `fmt`'s
+/// float formatting.
+fn write_score(w: &mut Writer<'_>, score: f64) {
+    if score.fract() == 0.0 && (0.0..1e15).contains(&score) {
+        let mut t = Text::default();
+        t.push_uint(score as u64);
+        let _ = w.write_str(t.as_str());
+        let _ = w.write_str(".0000");
+    } else {
+        let _ = write!(w, "{score:.4}");
+    }
+}
+
+/// A `Host` value without its port, keeping IPv6 literals whole.
+fn strip_port(raw: &str) -> &str {
+    match raw.rfind(':') {
+        Some(i) if !raw.ends_with(']') && raw[..i].find(':').is_none() => &raw[..i],
+        _ => raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_read_as_display_writes_them() {
+        for score in [0.0, 1.0, 12.0, 0.25, 2.71, 0.123456, 1e20] {
+            let mut buf = BytesMut::new();
+            write_score(&mut Writer(&mut buf), score);
+            assert_eq!(&buf[..], format!("{score:.4}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn methods_follow_the_conventions() {
+        assert_eq!(span_name(&Method::GET), "GET");
+        let odd = Method::from_bytes(b"PURGE").expect("a method");
+        assert_eq!((span_name(&odd), method_value(&odd)), ("HTTP", "_OTHER"));
+    }
+}
