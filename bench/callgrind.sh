@@ -57,7 +57,7 @@ callgrind_control -d "$spid" >/dev/null
 sleep 0.5
 out=$(ls -t "$dir"/cg.out* | grep -v '\.out$' | head -1 || true)
 [ -n "$out" ] || out="$dir/cg.out"
-total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}' || true)
 echo "requests $n  instructions $total  per request $(( total / n ))"
 if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP"; echo "kept $KEEP"; fi
 callgrind_annotate --threshold=100 --inclusive=no "$out" 2>/dev/null \
