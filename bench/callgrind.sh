@@ -4,7 +4,8 @@
 # sidecar under valgrind in front of one demo backend, warms up, zeroes the
 # counters, sends a fixed number of requests with oha, dumps, and prints the
 # total and per-request instruction counts and the top functions (inclusive
-# and self). Not a test.
+# and self). Not a test. Callgrind counts each byte of a `rep movsb` copy as
+# an instruction: large memcpys weigh more here than on the CPU.
 #
 # Usage: bench/callgrind.sh [requests] [connections] [-- extra env for the sidecar]
 #   SIDECAR=path   profile another sidecar build
