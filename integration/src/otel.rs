@@ -46,6 +46,8 @@ pub struct ExportedSpan {
     pub parent_span_id: String,
     /// Attributes, their values as OTLP JSON (`{"stringValue": ...}`).
     pub attributes: Vec<(String, Value)>,
+    /// When the span ended, nanoseconds since the Unix epoch (0 if absent).
+    pub end_unix_nanos: u64,
 }
 
 /// Runs `promtool check metrics` on `text`; fails with promtool's words on
@@ -246,6 +248,7 @@ fn parse_export(doc: &Value, out: &mut Vec<ExportedSpan>) {
                         .into_iter()
                         .map(|a| (text(&a, "key"), a.get("value").cloned().unwrap_or_default()))
                         .collect(),
+                    end_unix_nanos: text(&span, "endTimeUnixNano").parse().unwrap_or(0),
                 });
             }
         }

@@ -6,13 +6,14 @@
 //! explanation, over OTLP/gRPC and OTLP/HTTP; the file adapter's and the
 //! sidecar's spans of one discovery update carry the same version.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use hyper::Method;
 use integration::{
-    Adapter, Backend, Collector, EndpointFile, ExportedSpan, HttpClient, Sidecar, closed_port,
-    empty_body, http_request, scrape, service_file, wait_for_metrics, web_config, workspace_binary,
+    Adapter, Backend, Collector, EndpointFile, ExportedSpan, Fault, FaultStub, HttpClient, Sidecar,
+    closed_port, empty_body, http_request, read_body, scrape, service_file, wait_for_metrics,
+    web_config, workspace_binary,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -154,6 +155,58 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
             })
             .await,
     )?;
+    Ok(())
+}
+
+/// The server span covers the response body: with 50 MB streamed through,
+/// it ends after the client had the response head (and the client span,
+/// which ends at the head, before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_span_ends_with_the_response_body() -> Result<()> {
+    let collector = Collector::start().await?;
+    let stub = FaultStub::start(None, |_| Fault::Huge {
+        headers: Vec::new(),
+        size: 50 << 20,
+    })
+    .await?;
+    let endpoint = format!("http://{}", collector.grpc());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let nodes = format!("    nodes: {{\"{}\": 1}}\n", stub.addr());
+    let sidecar = Sidecar::start_with_env(&web_config(None, &nodes), &[], &env).await?;
+    let req = http_request(Method::GET, sidecar.listener("http")?, "/big")
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .body(empty_body())?;
+    let resp = HttpClient::http1().start(req).await?;
+    ensure!(resp.status() == 200, "status {}", resp.status());
+    let head_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+    let mut got = 0usize;
+    read_body(resp.into_body(), DEADLINE, |b| {
+        got += b.len();
+        Ok(())
+    })
+    .await?;
+    ensure!(got == 50 << 20, "read {got} bytes");
+    let spans = sidecar.explain(
+        collector
+            .wait_for_spans(DEADLINE, "the spans of the big response", |s| {
+                find(s, SERVER).is_some() && find(s, CLIENT).is_some()
+            })
+            .await,
+    )?;
+    let (server, client) = (
+        find(&spans, SERVER).expect("waited for"),
+        find(&spans, CLIENT).expect("waited for"),
+    );
+    ensure!(
+        client.end_unix_nanos <= head_at && server.end_unix_nanos > head_at,
+        "client span ended at {}, server span at {}, the client had the head at {head_at}",
+        client.end_unix_nanos,
+        server.end_unix_nanos
+    );
+    ensure!(server.attr("http.response.status_code").as_deref() == Some("200"));
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::pool::{Conn, PoolLimits};
-use crate::upstream::InFlight;
+use crate::{telemetry::PendingSpan, upstream::InFlight};
 
 /// The error a proxied body can end with.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,6 +42,9 @@ pub(crate) enum ProxyBody {
         /// The HTTP/1.1 connection, back to its endpoint's idle stack once
         /// the body has been read to the end.
         conn: Option<Returning>,
+        /// The request's server span (sampled requests), ended when the
+        /// body is dropped: after its last frame, or when it broke off.
+        span: Option<PendingSpan>,
     },
     /// Made by the proxy (errors, admin).
     Full(Option<Bytes>),
@@ -93,11 +96,20 @@ impl ProxyBody {
             read,
             idle: None,
             conn,
+            span: None,
         };
         if end {
             b.finish(true);
         }
         b
+    }
+
+    /// Ends `span` with this body: when it is dropped, or at once for a
+    /// body the proxy made.
+    pub(crate) fn end_span_with_body(&mut self, pending: PendingSpan) {
+        if let Self::Upstream { span, .. } = self {
+            *span = Some(pending);
+        }
     }
 
     pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
@@ -147,6 +159,12 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    if let Self::Upstream {
+                        span: Some(span), ..
+                    } = this
+                    {
+                        span.body_failed(&e);
+                    }
                     this.finish(false);
                     Poll::Ready(Some(Err(e.into())))
                 }
@@ -159,8 +177,15 @@ impl Body for ProxyBody {
                     let timer = idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(read)));
                     match timer.as_mut().poll(cx) {
                         Poll::Ready(()) => {
+                            let e = ReadTimeout(read);
+                            if let Self::Upstream {
+                                span: Some(span), ..
+                            } = this
+                            {
+                                span.body_failed(&e);
+                            }
                             this.finish(false);
-                            Poll::Ready(Some(Err(ReadTimeout(read).into())))
+                            Poll::Ready(Some(Err(e.into())))
                         }
                         Poll::Pending => Poll::Pending,
                     }

@@ -126,7 +126,7 @@ impl HttpProxy {
             &mut outcome,
         )
         .await;
-        let (resp, err) = match result {
+        let (mut resp, err) = match result {
             Ok(resp) => (resp, None),
             Err(e) => (error_response(&e), Some(e)),
         };
@@ -161,8 +161,15 @@ impl HttpProxy {
                 "request"
             );
         }
-        if let Some(t) = trace {
-            t.end(status, err.as_ref().map(|e| e as &dyn std::fmt::Display));
+        if let Some(t) = trace
+            && let Some(span) = t.end_with_body(
+                status,
+                err.as_ref().map(|e| e as &dyn std::fmt::Display),
+                &this.telemetry,
+            )
+        {
+            // The server span covers the response body too.
+            resp.body_mut().end_span_with_body(span);
         }
         Ok(resp)
     }

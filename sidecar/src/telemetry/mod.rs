@@ -28,7 +28,7 @@ use self::export::ExportQueue;
 
 pub(crate) use self::{
     export::ExportStats,
-    request::{ProxyTracer, RequestTrace, traceparent_trace_id},
+    request::{PendingSpan, ProxyTracer, RequestTrace, traceparent_trace_id},
     stats::{AttemptStats, CLASSES, RouteStats, RouteStatsStore, UpstreamStats},
 };
 use crate::config;

@@ -19,6 +19,7 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, request::Parts, uri::PathAndQuery,
 };
 
+use super::Telemetry;
 use super::{
     context::{Parent, SpanId, TraceId, parse_traceparent, traceparent},
     export::{ExportQueue, ExportStats, Record},
@@ -285,13 +286,60 @@ impl<'a> RequestTrace<'a> {
         })
     }
 
-    /// Ends the server span with the response status.
-    pub(crate) fn end(mut self, status: u16, error: Option<&dyn std::fmt::Display>) {
+    /// Gives the server span the response status and error.
+    fn set_status(&mut self, status: u16, error: Option<&dyn std::fmt::Display>) {
         if let Some(span) = &mut self.span {
             span.status = Some(status);
             if status >= 500 {
                 span.error = Some(error.map(|e| e.to_string()).unwrap_or_default());
             }
+        }
+    }
+
+    /// Ends the server span now, with the response status.
+    #[cfg(test)]
+    pub(crate) fn end(mut self, status: u16, error: Option<&dyn std::fmt::Display>) {
+        self.set_status(status, error);
+    }
+
+    /// Gives the server span the response status; it ends when the
+    /// returned [`PendingSpan`] is dropped (with the response body), or
+    /// now when the request is not sampled.
+    pub(crate) fn end_with_body(
+        mut self,
+        status: u16,
+        error: Option<&dyn std::fmt::Display>,
+        telemetry: &Arc<Telemetry>,
+    ) -> Option<PendingSpan> {
+        self.set_status(status, error);
+        Some(PendingSpan {
+            span: Some(self.span.take()?),
+            telemetry: telemetry.clone(),
+        })
+    }
+}
+
+/// A server span waiting for its response body to end: queued for export
+/// when dropped, so that its duration covers the whole exchange.
+pub(crate) struct PendingSpan {
+    span: Option<Box<ServerSpan>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl PendingSpan {
+    /// Marks the span failed: the response body broke off with `error`.
+    pub(crate) fn body_failed(&mut self, error: &dyn std::fmt::Display) {
+        if let Some(span) = &mut self.span {
+            span.error = Some(format!("response body: {error}"));
+        }
+    }
+}
+
+impl Drop for PendingSpan {
+    fn drop(&mut self) {
+        if let (Some(mut span), Some(tracer)) = (self.span.take(), self.telemetry.tracer()) {
+            span.end = SystemTime::now();
+            tracer.send(Record::Server(span));
         }
     }
 }
