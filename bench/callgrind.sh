@@ -21,28 +21,10 @@ command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install v
 oha=$(grep '^oha=' /tmp/tools.txt 2>/dev/null | cut -d= -f2 || true)
 [ -x "${oha:-}" ] || oha=$(bench/install-peers | grep '^oha=' | cut -d= -f2)
 cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar --bin demo-backend
-bin=target/release
+. bench/lib.sh
 sidecar=${SIDECAR:-$bin/sidecar}
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
-trap cleanup EXIT
-
-"$bin/demo-backend" --name b1 --listen 127.0.0.1:0 >"$dir/b1.out" &
-pids+=($!)
-until grep -q listening "$dir/b1.out" 2>/dev/null; do sleep 0.05; done
-backend=$(sed 's/.*http=//' "$dir/b1.out")
-cat >"$dir/sidecar.yaml" <<YAML
-listeners:
-  - {name: http, address: 127.0.0.1:0}
-routes:
-  - {name: all, uri: /*, upstream: b}
-upstreams:
-  - name: b
-    nodes: {"$backend": 1}
-admin: {address: 127.0.0.1:0}
-telemetry: {log_level: warn}
-YAML
+start_backend
+write_sidecar_config
 env "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
     "$sidecar" --config "$dir/sidecar.yaml" --workers 1 >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
 spid=$!

@@ -23,18 +23,11 @@ if [ -n "${SIDECAR:-}" ]; then
 else
     cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar --bin demo-backend
 fi
-bin=target/release
+. bench/lib.sh
 sidecar=${SIDECAR:-$bin/sidecar}
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
-trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-taskset -c 1 "$bin/demo-backend" --name b1 --listen 127.0.0.1:0 >"$dir/b1.out" &
-pids+=($!)
-until grep -q listening "$dir/b1.out" 2>/dev/null; do sleep 0.05; done
-backend=$(sed 's/.*http=//' "$dir/b1.out")
+start_backend taskset -c 1
 
 grpc=$(free_port)
 cat >"$dir/otelcol.yaml" <<YAML
@@ -56,17 +49,7 @@ pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$grpc") 2>/dev/null; do sleep 0.1; done
 dead=$(free_port)
 
-cat >"$dir/sidecar.yaml" <<YAML
-listeners:
-  - {name: http, address: 127.0.0.1:0}
-routes:
-  - {name: all, uri: /*, upstream: b}
-upstreams:
-  - name: b
-    nodes: {"$backend": 1}
-admin: {address: 127.0.0.1:0}
-telemetry: {log_level: warn}
-YAML
+write_sidecar_config
 declare -A proxy admin spid
 start() { # name, env...
     local name=$1; shift

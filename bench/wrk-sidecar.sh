@@ -12,28 +12,11 @@ secs=${1:-10}
 conns=${2:-50}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 1; }
 cargo build --release --locked --quiet -p sidecar -p integration --bins
-bin=target/release
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
-trap cleanup EXIT
+. bench/lib.sh
 
-taskset -c 1 "$bin/demo-backend" --name b1 --listen 127.0.0.1:0 >"$dir/b1.out" &
-pids+=($!)
-until grep -q listening "$dir/b1.out" 2>/dev/null; do sleep 0.05; done
-backend=$(sed 's/.*http=//' "$dir/b1.out")
+start_backend taskset -c 1
 
-cat >"$dir/sidecar.yaml" <<YAML
-listeners:
-  - {name: http, address: 127.0.0.1:0}
-routes:
-  - {name: all, uri: /*, upstream: b}
-upstreams:
-  - name: b
-    nodes: {"$backend": 1}
-admin: {address: 127.0.0.1:0}
-telemetry: {log_level: warn}
-YAML
+write_sidecar_config
 taskset -c 1 "$bin/sidecar" --config "$dir/sidecar.yaml" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
 spid=$!
 pids+=($spid)
