@@ -132,6 +132,18 @@ impl ProxyBody {
             }
         }
     }
+
+    /// Ends the body broken off by `error`: the connection closes and the
+    /// server span, if any, is marked failed.
+    fn fail(&mut self, error: &dyn std::fmt::Display) {
+        if let Self::Upstream {
+            span: Some(span), ..
+        } = self
+        {
+            span.body_failed(error);
+        }
+        self.finish(false);
+    }
 }
 
 impl Body for ProxyBody {
@@ -159,13 +171,7 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    if let Self::Upstream {
-                        span: Some(span), ..
-                    } = this
-                    {
-                        span.body_failed(&e);
-                    }
-                    this.finish(false);
+                    this.fail(&e);
                     Poll::Ready(Some(Err(e.into())))
                 }
                 Poll::Ready(None) => {
@@ -178,13 +184,7 @@ impl Body for ProxyBody {
                     match timer.as_mut().poll(cx) {
                         Poll::Ready(()) => {
                             let e = ReadTimeout(read);
-                            if let Self::Upstream {
-                                span: Some(span), ..
-                            } = this
-                            {
-                                span.body_failed(&e);
-                            }
-                            this.finish(false);
+                            this.fail(&e);
                             Poll::Ready(Some(Err(e.into())))
                         }
                         Poll::Pending => Poll::Pending,
