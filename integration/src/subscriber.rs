@@ -126,6 +126,28 @@ impl Subscriber {
         }
     }
 
+    /// Reads messages until a status in `state` comes, for at most
+    /// `timeout`; any change to the set meanwhile is an error.
+    pub async fn wait_status(
+        &mut self,
+        state: pb::SyncState,
+        timeout: Duration,
+    ) -> Result<pb::Status> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self
+                .recv(left)
+                .await
+                .with_context(|| format!("waiting for {state:?}"))?;
+            match m.kind {
+                Some(Kind::Status(s)) if s.state == state as i32 => return Ok(s),
+                Some(Kind::Status(_)) => {}
+                _ => bail!("waiting for {state:?}: got a {}", describe(&m)),
+            }
+        }
+    }
+
     /// Reads messages until the held set satisfies `done`, for at most
     /// `timeout`. With `deltas_only`, a snapshot on the way is an error.
     pub async fn wait_for(

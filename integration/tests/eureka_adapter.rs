@@ -168,7 +168,7 @@ async fn scenario(
     server.process().kill()?;
     server.process().wait_exit(DEADLINE).await?;
     drop(server);
-    let stale = wait_status(&mut web, pb::SyncState::Stale).await?;
+    let stale = web.wait_status(pb::SyncState::Stale, DEADLINE).await?;
     println!("stale: {}", stale.message);
     ensure!(
         web.set() == &before,
@@ -187,7 +187,7 @@ async fn scenario(
     );
     let is_stale = |s: &pb::Status| s.state == pb::SyncState::Stale as i32;
     if !late.statuses().iter().any(is_stale) {
-        wait_status(&mut late, pb::SyncState::Stale).await?;
+        late.wait_status(pb::SyncState::Stale, DEADLINE).await?;
     }
     drop(late);
 
@@ -227,22 +227,4 @@ async fn scenario(
         web.set().keys()
     );
     Ok(())
-}
-
-/// Reads messages until a status with `state`; a set change on the way is an
-/// error.
-async fn wait_status(sub: &mut Subscriber, state: pb::SyncState) -> Result<pb::Status> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let m = sub
-            .recv(left)
-            .await
-            .with_context(|| format!("waiting for {state:?}"))?;
-        match m.kind {
-            Some(Kind::Status(s)) if s.state == state as i32 => return Ok(s),
-            Some(Kind::Status(_)) => {}
-            _ => bail!("waiting for {state:?}: got a {}", describe(&m)),
-        }
-    }
 }

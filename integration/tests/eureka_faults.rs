@@ -12,11 +12,11 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use integration::{
     Adapter, EurekaInstance, EurekaServer, Fault, FaultStub, Subscriber, describe, scrape,
 };
-use tributary_proto::v1::{self as pb, endpoint_update::Kind};
+use tributary_proto::v1 as pb;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 const PASSWORD: &str = "s3cret-Pa55";
@@ -209,7 +209,8 @@ async fn scenario(
             observe(&s, p);
             fault.clone()
         });
-        let stale = wait_status(&mut pay, pb::SyncState::Stale)
+        let stale = pay
+            .wait_status(pb::SyncState::Stale, DEADLINE)
             .await
             .context(case)?;
         ensure!(
@@ -227,7 +228,7 @@ async fn scenario(
             observe(&s, p);
             Fault::forward()
         });
-        wait_status(&mut pay, pb::SyncState::Recovered)
+        pay.wait_status(pb::SyncState::Recovered, DEADLINE)
             .await
             .context(case)?;
         println!("{case}: {}", stale.message);
@@ -265,20 +266,4 @@ fn add_phantom(delta: &str) -> Result<String> {
     phantom["actionType"] = "ADDED".into();
     instances.push(phantom);
     Ok(doc.to_string())
-}
-
-async fn wait_status(sub: &mut Subscriber, state: pb::SyncState) -> Result<pb::Status> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let m = sub
-            .recv(left)
-            .await
-            .with_context(|| format!("waiting for {state:?}"))?;
-        match m.kind {
-            Some(Kind::Status(s)) if s.state == state as i32 => return Ok(s),
-            Some(Kind::Status(_)) => {}
-            _ => bail!("waiting for {state:?}: got a {}", describe(&m)),
-        }
-    }
 }

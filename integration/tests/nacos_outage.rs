@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, ensure};
 use integration::{Adapter, Nacos, NacosInstance, Subscriber};
 use tributary_proto::v1::{SyncState, endpoint_update::Kind};
 
@@ -13,21 +13,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// Reconnection attempts back off up to `--backoff-max`; the restarted
 /// server is seen within a few of them.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(40);
-
-/// Reads until a status message with `state` comes; fails on any change to
-/// the set meanwhile.
-async fn wait_status(s: &mut Subscriber, state: SyncState, within: Duration) -> Result<String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = s.recv(left).await?;
-        match m.kind {
-            Some(Kind::Status(st)) if st.state == state as i32 => return Ok(st.message),
-            Some(Kind::Status(_)) => {}
-            other => bail!("waiting for {state:?}, the set changed: {other:?}"),
-        }
-    }
-}
 
 /// The ids (`ip:port`) of the instances the server lists for `web`, sorted.
 async fn server_ids(nacos: &Nacos) -> Result<Vec<String>> {
@@ -68,7 +53,7 @@ async fn a_stopped_server_turns_the_set_stale_and_a_restart_recovers_it() -> Res
     let result = async {
         nacos.stop();
         let stopped = Instant::now();
-        let why = wait_status(&mut sub, SyncState::Stale, DEADLINE).await?;
+        let why = sub.wait_status(SyncState::Stale, DEADLINE).await?.message;
         println!(
             "stale {} ms after the server stopped: {why}",
             stopped.elapsed().as_millis()
