@@ -10,6 +10,8 @@
 # Usage: bench/callgrind.sh [requests] [connections] [-- extra env for the sidecar]
 #   SIDECAR=path   profile another sidecar build
 #   PROTO=h2c      drive the sidecar with HTTP/2 prior knowledge
+#   COLLECTOR=1    start a real OpenTelemetry Collector and trace every
+#                  request to it (100% sampled)
 #   e.g. bench/callgrind.sh 20000 10 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,12 @@ cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar -
 sidecar=${SIDECAR:-$bin/sidecar}
 start_backend
 write_sidecar_config
-env "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+extra=()
+if [ -n "${COLLECTOR:-}" ]; then
+    start_collector
+    extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector")
+fi
+env "${extra[@]}" "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
     "$sidecar" --config "$dir/sidecar.yaml" --workers 1 >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
 spid=$!
 pids+=($spid)

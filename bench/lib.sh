@@ -30,3 +30,31 @@ admin: {address: 127.0.0.1:0}
 telemetry: {log_level: warn}
 YAML
 }
+
+# start_collector [wrapper...]: starts a real OpenTelemetry Collector (OTLP
+# gRPC in, debug exporter out) and sets $collector to its gRPC host:port and
+# $collector_pid.
+start_collector() {
+    local otelcol port
+    otelcol=$(scripts/install-otelcol)
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$dir/otelcol.yaml" <<YAML
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:$port"}
+exporters:
+  debug: {verbosity: basic}
+service:
+  telemetry:
+    metrics: {level: none}
+    logs: {level: warn}
+  pipelines:
+    traces: {receivers: [otlp], exporters: [debug]}
+YAML
+    "$@" "$otelcol" --config "file:$dir/otelcol.yaml" >"$dir/otelcol.out" 2>&1 &
+    collector_pid=$!
+    pids+=($!)
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+    collector=127.0.0.1:$port
+}

@@ -3,8 +3,14 @@
 //! reused buffer. Request and attempt records get their attributes here,
 //! with the balancer's explanation; spans of the SDK (discovery updates)
 //! are converted field by field.
+//!
+//! What an attempt span says of its endpoint (addresses, ids, the endpoint
+//! set's generation and sources) and, for a plain pick, the balancer's
+//! explanation are the same for every request to that endpoint: they are
+//! encoded once per endpoint set and endpoint and copied after that, until
+//! the set is replaced or an endpoint's health changes.
 
-use std::{fmt::Write as _, time::SystemTime};
+use std::{collections::HashMap, fmt::Write as _, net::IpAddr, sync::Arc, time::SystemTime};
 
 use bytes::BytesMut;
 use http::{Method, Version};
@@ -17,7 +23,10 @@ use super::{
     request::{AttemptOutcome, ClientSpan, ServerSpan},
     text::Text,
 };
-use crate::balance::{Explained, PickCtx};
+use crate::{
+    balance::{Explained, PickCtx},
+    upstream::{Health, UpstreamState},
+};
 
 /// The instrumentation scope of every span.
 pub(crate) const SCOPE: &str = "tributary-sidecar";
@@ -34,32 +43,145 @@ const SAMPLED: u32 = 0x01;
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
-/// Writes the export request of `batch` into `buf` (cleared first).
-pub(crate) fn encode(buf: &mut BytesMut, resource: &Resource, batch: &[Record]) {
-    buf.clear();
-    // About what a request's spans take: the buffer grows at most once.
-    buf.reserve(1024 + batch.len() * 1536);
-    let mut w = Writer(buf);
-    // ExportTraceServiceRequest.resource_spans
-    w.message_sized(1, 3, |w| {
-        // ResourceSpans.resource
-        w.message_sized(1, 2, |w| {
-            for (k, v) in resource.iter() {
-                w.message(1, |w| key_value(w, k.as_str(), v));
-            }
+/// Encodes batches, keeping what repeats from one to the next.
+#[derive(Default)]
+pub(crate) struct Encoder {
+    /// Encoded attributes per endpoint set, keyed by the set's address.
+    sets: HashMap<usize, SetBlocks>,
+    /// Encoded route attributes per route and upstream name, keyed by
+    /// their addresses.
+    routes: HashMap<(usize, usize), RouteBlock>,
+    /// The address attributes of the last client seen.
+    client: Option<(IpAddr, Box<[u8]>)>,
+    /// Counts batches, so that health is checked once per batch.
+    batch: u64,
+}
+
+/// The attributes a server span has from its route.
+struct RouteBlock {
+    /// Held so that the addresses keying this entry stay these names'.
+    names: (Arc<str>, Arc<str>),
+    block: Box<[u8]>,
+}
+
+/// The attribute blocks of one endpoint set, per endpoint index.
+struct SetBlocks {
+    /// Held so that the address keying this entry stays this set's.
+    state: Arc<UpstreamState>,
+    /// Each endpoint's health when the explanations were made.
+    health: Vec<Health>,
+    /// The batch that last compared `health`.
+    checked: u64,
+    /// The endpoint's own attributes.
+    endpoint: Vec<Option<Box<[u8]>>>,
+    /// The explanation of a pick of it with no hash, scores or earlier
+    /// attempts.
+    explained: Vec<Option<Box<[u8]>>>,
+}
+
+impl Encoder {
+    /// Writes the export request of `batch` into `buf` (cleared first).
+    pub(crate) fn encode(&mut self, buf: &mut BytesMut, resource: &Resource, batch: &[Record]) {
+        self.batch += 1;
+        // A set that only this cache still holds can get no more spans.
+        self.sets.retain(|_, s| Arc::strong_count(&s.state) > 1);
+        self.routes
+            .retain(|_, r| Arc::strong_count(&r.names.0) > 1 && Arc::strong_count(&r.names.1) > 1);
+        buf.clear();
+        // About what a request's spans take: the buffer grows at most once.
+        buf.reserve(1024 + batch.len() * 1536);
+        let mut w = Writer(buf);
+        // ExportTraceServiceRequest.resource_spans
+        w.message_sized(1, 3, |w| {
+            // ResourceSpans.resource
+            w.message_sized(1, 2, |w| {
+                for (k, v) in resource.iter() {
+                    w.message(1, |w| key_value(w, k.as_str(), v));
+                }
+            });
+            // ResourceSpans.scope_spans
+            w.message_sized(2, 3, |w| {
+                w.message(1, |w| w.str(1, SCOPE));
+                for r in batch {
+                    w.message_sized(2, 2, |w| match r {
+                        Record::Server(s) => self.server(w, s),
+                        Record::Client(s) => self.client(w, s),
+                        Record::Sdk(s) => sdk(w, s),
+                    });
+                }
+            });
         });
-        // ResourceSpans.scope_spans
-        w.message_sized(2, 3, |w| {
-            w.message(1, |w| w.str(1, SCOPE));
-            for r in batch {
-                w.message_sized(2, 2, |w| match r {
-                    Record::Server(s) => server(w, s),
-                    Record::Client(s) => client(w, s),
-                    Record::Sdk(s) => sdk(w, s),
-                });
+    }
+
+    /// The cached blocks of the set of `s`, its explanations dropped if an
+    /// endpoint's health changed since they were made.
+    fn set(&mut self, s: &ClientSpan) -> &mut SetBlocks {
+        let batch = self.batch;
+        let set = self
+            .sets
+            .entry(Arc::as_ptr(&s.state) as usize)
+            .or_insert_with(|| SetBlocks {
+                state: s.state.clone(),
+                health: s.state.endpoints.iter().map(|e| e.state.health()).collect(),
+                checked: batch,
+                endpoint: vec![None; s.state.endpoints.len()],
+                explained: vec![None; s.state.endpoints.len()],
+            });
+        if set.checked != batch {
+            set.checked = batch;
+            let now = set.state.endpoints.iter().map(|e| e.state.health());
+            if !set.health.iter().copied().eq(now) {
+                set.health.clear();
+                set.health
+                    .extend(set.state.endpoints.iter().map(|e| e.state.health()));
+                set.explained.fill(None);
             }
+        }
+        set
+    }
+
+    fn server(&mut self, w: &mut Writer<'_>, s: &ServerSpan) {
+        server(w, s);
+        let ip = s.client.ip();
+        if self.client.as_ref().is_none_or(|(last, _)| *last != ip) {
+            self.client = Some((ip, cached(|w| client_attrs(w, ip))));
+        }
+        if let Some((_, block)) = &self.client {
+            w.0.extend_from_slice(block);
+        }
+        let key = (
+            Arc::as_ptr(&s.route) as *const u8 as usize,
+            Arc::as_ptr(&s.upstream) as *const u8 as usize,
+        );
+        let route = self.routes.entry(key).or_insert_with(|| RouteBlock {
+            names: (s.route.clone(), s.upstream.clone()),
+            block: cached(|w| route_attrs(w, s)),
         });
-    });
+        w.0.extend_from_slice(&route.block);
+    }
+
+    fn client(&mut self, w: &mut Writer<'_>, s: &ClientSpan) {
+        if !client_head(w, s) {
+            return;
+        }
+        let set = self.set(s);
+        let block = set.endpoint[s.chosen].get_or_insert_with(|| cached(|w| endpoint_attrs(w, s)));
+        w.0.extend_from_slice(block);
+        if s.hash == 0 && s.tried_len == 0 && s.scores.is_none() {
+            let block = set.explained[s.chosen].get_or_insert_with(|| cached(|w| explain(w, s)));
+            w.0.extend_from_slice(block);
+        } else {
+            explain(w, s);
+        }
+        client_tail(w, s);
+    }
+}
+
+/// Fields written by `f`, kept for copying into later spans.
+fn cached(f: impl FnOnce(&mut Writer<'_>)) -> Box<[u8]> {
+    let mut buf = BytesMut::new();
+    f(&mut Writer(&mut buf));
+    buf.to_vec().into_boxed_slice()
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -72,6 +194,21 @@ fn nanos(t: SystemTime) -> u64 {
 // events 11, dropped_events 12, links 13, dropped_links 14, status 15,
 // flags 16.
 
+/// The client's address as the server span's attributes.
+fn client_attrs(w: &mut Writer<'_>, ip: IpAddr) {
+    let ip = Text::ip(ip);
+    attr_str(w, "network.peer.address", ip.as_str());
+    attr_str(w, "client.address", ip.as_str());
+}
+
+/// What a server span has from its route: the same for all its requests.
+fn route_attrs(w: &mut Writer<'_>, s: &ServerSpan) {
+    attr_str(w, "url.scheme", "http");
+    attr_str(w, "tributary.route", &s.route);
+    attr_str(w, "tributary.upstream", &s.upstream);
+}
+
+/// The server span's own fields and per-request attributes.
 fn server(w: &mut Writer<'_>, s: &ServerSpan) {
     w.bytes(1, &s.trace_id.to_bytes());
     w.bytes(2, &s.span_id.to_bytes());
@@ -87,14 +224,8 @@ fn server(w: &mut Writer<'_>, s: &ServerSpan) {
     w.fixed64(8, nanos(s.end));
     attr_str(w, "http.request.method", method_value(&s.method));
     attr_str(w, "url.path", s.uri.path());
-    attr_str(w, "url.scheme", "http");
     attr_str(w, "network.protocol.version", protocol_version(s.version));
-    let ip = Text::ip(s.client.ip());
-    attr_str(w, "network.peer.address", ip.as_str());
     attr_int(w, "network.peer.port", i64::from(s.client.port()));
-    attr_str(w, "client.address", ip.as_str());
-    attr_str(w, "tributary.route", &s.route);
-    attr_str(w, "tributary.upstream", &s.upstream);
     if let Some(q) = s.uri.query() {
         attr_str(w, "url.query", q);
     }
@@ -122,7 +253,9 @@ fn server(w: &mut Writer<'_>, s: &ServerSpan) {
     );
 }
 
-fn client(w: &mut Writer<'_>, s: &ClientSpan) {
+/// The client span's own fields and its per-request attributes; false
+/// (and nothing more to write) if its endpoint is not in its set.
+fn client_head(w: &mut Writer<'_>, s: &ClientSpan) -> bool {
     w.bytes(1, &s.trace_id.to_bytes());
     w.bytes(2, &s.span_id.to_bytes());
     if let Some(ts) = &s.trace_state {
@@ -133,17 +266,10 @@ fn client(w: &mut Writer<'_>, s: &ClientSpan) {
     w.uint(6, CLIENT);
     w.fixed64(7, nanos(s.start));
     w.fixed64(8, nanos(s.end));
-    let state = &*s.state;
-    let Some(endpoint) = state.endpoints.get(s.chosen) else {
-        return;
+    let Some(endpoint) = s.state.endpoints.get(s.chosen) else {
+        return false;
     };
-    let addr = endpoint.addr;
-    let ip = Text::ip(addr.ip());
     attr_str(w, "http.request.method", method_value(&s.method));
-    attr_str(w, "server.address", ip.as_str());
-    attr_int(w, "server.port", i64::from(addr.port()));
-    attr_str(w, "network.peer.address", ip.as_str());
-    attr_int(w, "network.peer.port", i64::from(addr.port()));
     w.message(9, |w| {
         w.str(1, "url.full");
         w.message(2, |w| {
@@ -157,20 +283,36 @@ fn client(w: &mut Writer<'_>, s: &ClientSpan) {
             );
         });
     });
+    attr_int(w, "tributary.attempt", s.attempt as i64);
+    attr_bool(w, "tributary.balancer.panic", s.panic);
+    if s.attempt > 1 {
+        attr_int(w, "http.request.resend_count", (s.attempt - 1) as i64);
+    }
+    true
+}
+
+/// What the attempt span says of its endpoint and endpoint set: the same
+/// for every attempt on that endpoint of that set.
+fn endpoint_attrs(w: &mut Writer<'_>, s: &ClientSpan) {
+    let state = &*s.state;
+    let Some(endpoint) = state.endpoints.get(s.chosen) else {
+        return;
+    };
+    let addr = endpoint.addr;
+    let ip = Text::ip(addr.ip());
+    attr_str(w, "server.address", ip.as_str());
+    attr_int(w, "server.port", i64::from(addr.port()));
+    attr_str(w, "network.peer.address", ip.as_str());
+    attr_int(w, "network.peer.port", i64::from(addr.port()));
     attr_str(w, "tributary.upstream", &s.upstream);
     attr_str(w, "tributary.endpoint", Text::socket(addr).as_str());
     attr_str(w, "tributary.endpoint.id", &endpoint.id);
-    attr_int(w, "tributary.attempt", s.attempt as i64);
     attr_str(w, "tributary.balancer", state.balancer.kind().as_str());
-    attr_bool(w, "tributary.balancer.panic", s.panic);
     attr_int(
         w,
         "tributary.endpoint_set.generation",
         state.generation as i64,
     );
-    if s.attempt > 1 {
-        attr_int(w, "http.request.resend_count", (s.attempt - 1) as i64);
-    }
     if !state.sources.is_empty() {
         attr_list(w, "tributary.discovery.versions", |w| {
             for src in &state.sources {
@@ -180,7 +322,10 @@ fn client(w: &mut Writer<'_>, s: &ClientSpan) {
             }
         });
     }
-    explain(w, s);
+}
+
+/// How the attempt ended, and the span's flags.
+fn client_tail(w: &mut Writer<'_>, s: &ClientSpan) {
     match &s.outcome {
         AttemptOutcome::Unfinished => {}
         AttemptOutcome::Answered { status, retried } => {

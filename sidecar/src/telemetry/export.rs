@@ -22,7 +22,7 @@ use opentelemetry_sdk::{
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    encode::encode,
+    encode::Encoder,
     request::{ClientSpan, ServerSpan},
     send::Sink,
 };
@@ -144,6 +144,7 @@ impl ExportQueue {
                         sink,
                         resource,
                         buf: BytesMut::with_capacity(64 * 1024),
+                        encoder: Encoder::default(),
                         timeout: cfg.timeout,
                         stats: &thread_stats,
                     };
@@ -233,6 +234,7 @@ struct Exporter<'a, S> {
     sink: S,
     resource: Resource,
     buf: BytesMut,
+    encoder: Encoder,
     timeout: Duration,
     stats: &'a ExportStats,
 }
@@ -241,7 +243,7 @@ impl<S: Sink> Exporter<'_, S> {
     /// Encodes and sends `batch` (cleared after); an empty one probes the
     /// collector.
     async fn send(&mut self, batch: &mut Vec<Record>) -> Result<(), String> {
-        encode(&mut self.buf, &self.resource, batch);
+        self.encoder.encode(&mut self.buf, &self.resource, batch);
         let body = self.buf.split().freeze();
         let n = batch.len() as u64;
         batch.clear();

@@ -225,6 +225,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_values_match_their_nested_form() {
+        for key in ["k", "http.response.status_code", &"x".repeat(200)] {
+            for v in [0i64, 1, 300, -1] {
+                let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+                Writer(&mut fast).kv_int(9, key, v);
+                Writer(&mut slow).message(9, |w| {
+                    w.str(1, key);
+                    w.message(2, |w| w.int(3, v));
+                });
+                assert_eq!(fast, slow, "{key} = {v}");
+            }
+            for v in [&b""[..], b"GET", &[b'a'; 200]] {
+                let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+                Writer(&mut fast).kv_str(9, key, v);
+                Writer(&mut slow).message(9, |w| {
+                    w.str(1, key);
+                    w.message(2, |w| w.bytes(1, v));
+                });
+                assert_eq!(fast, slow, "{key} = {} bytes", v.len());
+            }
+            let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+            Writer(&mut fast).kv_bool(9, key, true);
+            Writer(&mut slow).message(9, |w| {
+                w.str(1, key);
+                w.message(2, |w| w.bool(2, true));
+            });
+            assert_eq!(fast, slow, "{key} = true");
+        }
+    }
+
+    #[test]
     fn varint_lengths() {
         for (v, n) in [
             (0, 1),

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     balance::{Balancer, BalancerType, PickCtx},
-    upstream::{Endpoint, EndpointState, UpstreamState},
+    upstream::{Endpoint, EndpointState, Health, UpstreamState},
 };
 
 /// A collector that keeps every request it got.
@@ -355,4 +355,81 @@ fn unsampled_requests_pass_their_context_on_and_export_nothing() {
     let spans = decode(&keep).1;
     assert_eq!(spans.len(), 1);
     assert!(spans[0].parent_span_id.is_empty());
+}
+
+#[test]
+fn cached_explanations_follow_health_and_new_endpoint_sets() {
+    let (tracer, queue, keep, _) = start(SamplerChoice::ParentOn);
+    let eps = vec![endpoint(1, 1), endpoint(2, 1)];
+    let set = |generation| {
+        Arc::new(UpstreamState {
+            generation,
+            balancer: Balancer::build(BalancerType::RoundRobin, &eps),
+            endpoints: eps.clone(),
+            sources: Vec::new(),
+        })
+    };
+    let upstream: Arc<str> = "web".into();
+    let (parts, ()) = Request::builder()
+        .uri("/")
+        .body(())
+        .expect("valid request")
+        .into_parts();
+    let path = http::uri::PathAndQuery::from_static("/");
+    // One attempt on endpoint 1 of `state`, exported on its own.
+    let export = |state: &Arc<UpstreamState>| {
+        let trace = tracer
+            .start_request(
+                &parts,
+                "127.0.0.1:1".parse().expect("address"),
+                &"r".into(),
+                &upstream,
+            )
+            .expect("traced");
+        trace
+            .start_attempt(
+                &mut HeaderMap::new(),
+                &Method::GET,
+                &path,
+                &upstream,
+                state,
+                (0, false),
+                &PickCtx::default(),
+                1,
+            )
+            .expect("sampled")
+            .answered(200, false);
+        trace.end(200, None);
+        queue.flush(Duration::from_secs(10)).expect("flushed");
+        let spans = decode(&keep).1;
+        keep.0.lock().expect("not poisoned").clear();
+        let client = spans
+            .into_iter()
+            .find(|s| s.kind == SpanKind::Client as i32)
+            .expect("a client span");
+        let get = |k| attr(&client, k).unwrap_or_default();
+        (
+            get("tributary.balancer.candidates"),
+            get("tributary.balancer.skipped"),
+            get("tributary.endpoint_set.generation"),
+        )
+    };
+    let first = set(1);
+    let both = "10.0.0.1:8080 chosen weight=1.0000|10.0.0.2:8080 weight=1.0000";
+    assert_eq!(export(&first), (both.into(), String::new(), "1".into()));
+    // The same again, from the cache.
+    assert_eq!(export(&first), (both.into(), String::new(), "1".into()));
+    eps[1].state.set_registry_health(Health::Unhealthy);
+    assert_eq!(
+        export(&first),
+        (
+            "10.0.0.1:8080 chosen weight=1.0000".into(),
+            "10.0.0.2:8080 weight=1.0000: unhealthy".into(),
+            "1".into()
+        )
+    );
+    eps[1].state.set_registry_health(Health::Healthy);
+    drop(first);
+    assert_eq!(export(&set(2)), (both.into(), String::new(), "2".into()));
+    queue.shutdown(Duration::from_secs(10)).expect("stops");
 }
