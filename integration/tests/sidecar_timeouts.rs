@@ -68,3 +68,74 @@ async fn a_backend_slower_than_the_read_timeout_gets_a_504() -> Result<()> {
     ensure!(fast.status == 200, "a 50 ms answer got {}", fast.status);
     Ok(())
 }
+
+/// The listener's `client_header_timeout` at 0.3 s over one backend.
+fn header_timeout_config(node: SocketAddr) -> String {
+    web_config(None, &web_nodes(&[node])).replace(
+        "    address: 127.0.0.1:0\nroutes:",
+        "    address: 127.0.0.1:0\n    client_header_timeout: 0.3\nroutes:",
+    )
+}
+
+/// Reads until the sidecar closes the connection; what it sent before.
+async fn read_to_close(conn: &mut tokio::net::TcpStream) -> Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    // A reset counts as closed too.
+    let _ = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .map_err(|_| anyhow::anyhow!("the connection was still open after {DEADLINE:?}"))?;
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_request_head_are_closed_and_requests_in_progress_are_not()
+-> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start("b").await?;
+    let cfg = header_timeout_config(backend.addr());
+    ensure!(cfg.contains("client_header_timeout"), "config: {cfg}");
+    let sidecar = Sidecar::start(&cfg).await?;
+    let addr = sidecar.listener("http")?;
+
+    // Silent from the start.
+    let mut silent = tokio::net::TcpStream::connect(addr).await?;
+    let got = read_to_close(&mut silent).await?;
+    ensure!(got.is_empty(), "a silent connection got {got:?}");
+
+    // Idle after one answered request on a keep-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(addr).await?;
+    idle.write_all(b"GET /hello HTTP/1.1\r\nhost: a\r\n\r\n").await?;
+    let got = read_to_close(&mut idle).await?;
+    let text = String::from_utf8_lossy(&got);
+    ensure!(text.starts_with("HTTP/1.1 200"), "the request got {text}");
+
+    // A head that never ends, one header line every 50 ms.
+    let mut slow = tokio::net::TcpStream::connect(addr).await?;
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").await?;
+    let drip = async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if slow
+                .write_all(format!("x-drip-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, drip)
+        .await
+        .map_err(|_| anyhow::anyhow!("a dripping head was still accepted after {DEADLINE:?}"))?;
+
+    // A request longer than twice the timeout is answered in full.
+    let client = HttpClient::http1().with_timeout(DEADLINE);
+    let long = client.get(addr, "/delay/1000").await?;
+    ensure!(
+        long.status == 200,
+        "a 1 s answer with a 0.3 s client_header_timeout got {}",
+        long.status
+    );
+    Ok(())
+}

@@ -237,7 +237,14 @@ impl App {
             Kind::Http(table) => {
                 let routes = Arc::new(ArcSwap::from_pointee(table));
                 let proxy = Arc::new(HttpProxy::new(routes.clone(), self.telemetry.clone()));
-                let task = tokio::spawn(serve_http(name, sock, proxy, stop_rx, self.drain));
+                let task = tokio::spawn(serve_http(
+                    name,
+                    sock,
+                    proxy,
+                    stop_rx,
+                    self.drain,
+                    cfg.client_header_timeout,
+                ));
                 (ListenerKind::Http(routes), task)
             }
             Kind::Tcp(up) => {

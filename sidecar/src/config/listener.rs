@@ -4,7 +4,7 @@
 //! listener hands requests to routes, a TCP listener forwards bytes to one
 //! upstream.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use serde::Deserialize;
 
@@ -27,6 +27,20 @@ pub struct Listener {
     /// refused for `http` (whose requests go through routes).
     #[serde(default)]
     pub upstream: Option<String>,
+    /// How long an HTTP connection may go without a complete request head
+    /// while none of its requests is in progress: a client sending its
+    /// headers too slowly, or a keep-alive connection left idle, is closed
+    /// after between once and twice this (checked once per period). Seconds,
+    /// more than 0. Default 30.
+    #[serde(
+        default = "default_client_header_timeout",
+        deserialize_with = "de::pos_secs"
+    )]
+    pub client_header_timeout: Duration,
+}
+
+fn default_client_header_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// What a listener speaks.
@@ -50,16 +64,22 @@ mod tests {
             serde_saphyr::from_str("name: http\naddress: 127.0.0.1:8080\n").expect("parses");
         assert_eq!(l.protocol, ListenerProtocol::Http);
         assert_eq!(l.upstream, None);
+        assert_eq!(l.client_header_timeout, Duration::from_secs(30));
         assert_eq!(l.address, "127.0.0.1:8080".parse().expect("address"));
     }
 
     #[test]
     fn ipv6_and_tcp() {
         let l: Listener = serde_saphyr::from_str(
-            "name: db\naddress: \"[::1]:15432\"\nprotocol: tcp\nupstream: pg\n",
+            "name: db\naddress: \"[::1]:15432\"\nprotocol: tcp\nupstream: pg\nclient_header_timeout: 0.5\n",
         )
         .expect("parses");
         assert_eq!(l.protocol, ListenerProtocol::Tcp);
         assert_eq!(l.upstream.as_deref(), Some("pg"));
+        assert_eq!(l.client_header_timeout, Duration::from_millis(500));
+        let zero = serde_saphyr::from_str::<Listener>(
+            "name: h\naddress: 127.0.0.1:1\nclient_header_timeout: 0\n",
+        );
+        assert!(zero.is_err());
     }
 }

@@ -22,7 +22,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use super::pool::{Conn, PoolLimits};
+use super::{
+    pool::{Conn, PoolLimits},
+    server::Busy,
+};
 use crate::{telemetry::PendingSpan, upstream::InFlight};
 
 /// The error a proxied body can end with.
@@ -45,6 +48,8 @@ pub(crate) enum ProxyBody {
         /// The request's server span (sampled requests), ended when the
         /// body is dropped: after its last frame, or when it broke off.
         span: Option<PendingSpan>,
+        /// Keeps the request counted as in progress on its connection.
+        busy: Option<Busy>,
     },
     /// Made by the proxy (errors, admin).
     Full(Option<Bytes>),
@@ -97,6 +102,7 @@ impl ProxyBody {
             idle: None,
             conn,
             span: None,
+            busy: None,
         };
         if end {
             b.finish(true);
@@ -109,6 +115,14 @@ impl ProxyBody {
     pub(crate) fn end_span_with_body(&mut self, pending: PendingSpan) {
         if let Self::Upstream { span, .. } = self {
             *span = Some(pending);
+        }
+    }
+
+    /// Keeps `request` in progress on its connection until this body is
+    /// dropped; a body the proxy made is written at once and needs none.
+    pub(crate) fn hold(&mut self, request: Busy) {
+        if let Self::Upstream { busy, .. } = self {
+            *busy = Some(request);
         }
     }
 

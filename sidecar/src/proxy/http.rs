@@ -26,6 +26,7 @@ use super::{
     headers::{ClientAddr, add_forwarded, strip_hop_by_hop},
     pool::{self, SendError},
     route::RouteTable,
+    server::{Activity, Busy},
 };
 use crate::{
     balance::{BalancerType, PickCtx},
@@ -52,6 +53,8 @@ pub(crate) struct HttpProxy {
 pub(crate) struct Downstream {
     pub(crate) proxy: Arc<HttpProxy>,
     pub(crate) client: ClientAddr,
+    /// Its requests, for the connection's idle watchdog.
+    pub(crate) activity: Activity,
 }
 
 /// What the access log line needs of a request, taken only when it is on.
@@ -91,86 +94,92 @@ impl HttpProxy {
         downstream: Arc<Downstream>,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let (this, client) = (&*downstream.proxy, &downstream.client);
-        let start = Instant::now();
-        let (parts, body) = req.into_parts();
-        let route = {
-            let routes = this.routes.load();
-            match routes.find(&parts) {
-                Some(route) => route.clone(),
-                None => return Ok(error_response(&ProxyError::NoRoute)),
-            }
-        };
-        let telemetry = &*this.telemetry;
-        let in_flight = RouteInFlight::new(&route.stats);
-        let upstream = &route.upstream;
-        let trace = telemetry
-            .tracer()
-            .and_then(|t| t.start_request(&parts, client.addr, &route.name, &upstream.name));
-        let access = telemetry.access_log().then(|| AccessInfo {
-            method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
-            trace_id: match &trace {
-                Some(_) => None,
-                None => traceparent_trace_id(&parts.headers).map(str::to_owned),
-            },
-        });
-        let mut outcome = Outcome::default();
-        let result = forward(
-            upstream,
-            parts,
-            body,
-            client,
-            start,
-            trace.as_ref(),
-            &mut outcome,
-        )
-        .await;
-        let (mut resp, err) = match result {
-            Ok(resp) => (resp, None),
-            Err(e) => (error_response(&e), Some(e)),
-        };
-        let status = resp.status().as_u16();
-        let elapsed = start.elapsed();
-        route.stats.record(status, elapsed);
-        drop(in_flight);
-        let ids = trace.as_ref().map(RequestTrace::ids);
-        if let Some(e) = &err {
-            let trace_id = ids.map(|i| i.trace_id);
-            tracing::debug!(route = %route.name, upstream = %upstream.name, error = %e, trace_id = trace_id.map(tracing::field::display), "request failed");
-        }
-        if let Some(a) = access {
-            let trace_id = ids
-                .map(|i| i.trace_id.to_string())
-                .or(a.trace_id)
-                .unwrap_or_default();
-            let span_id = ids.map(|i| i.span_id.to_string()).unwrap_or_default();
-            tracing::info!(
-                target: "access",
-                client = %client.addr,
-                method = %a.method,
-                path = %a.path,
-                status,
-                duration_ms = elapsed.as_secs_f64() * 1e3,
-                route = %route.name,
-                upstream = %upstream.name,
-                endpoint = outcome.endpoint.map(tracing::field::display),
-                attempts = outcome.attempts,
-                trace_id = %trace_id,
-                span_id = %span_id,
-                "request"
-            );
-        }
-        if let Some(t) = trace
-            && let Some(span) = t.end_with_body(
-                status,
-                err.as_ref().map(|e| e as &dyn std::fmt::Display),
-                &this.telemetry,
+        let busy = Busy::new(downstream);
+        // Every borrow of `busy` ends with this block: the body takes it.
+        let mut resp = {
+            let (this, client) = (&*busy.proxy, &busy.client);
+            let start = Instant::now();
+            let (parts, body) = req.into_parts();
+            let route = {
+                let routes = this.routes.load();
+                match routes.find(&parts) {
+                    Some(route) => route.clone(),
+                    None => return Ok(error_response(&ProxyError::NoRoute)),
+                }
+            };
+            let telemetry = &*this.telemetry;
+            let in_flight = RouteInFlight::new(&route.stats);
+            let upstream = &route.upstream;
+            let trace = telemetry
+                .tracer()
+                .and_then(|t| t.start_request(&parts, client.addr, &route.name, &upstream.name));
+            let access = telemetry.access_log().then(|| AccessInfo {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_owned(),
+                trace_id: match &trace {
+                    Some(_) => None,
+                    None => traceparent_trace_id(&parts.headers).map(str::to_owned),
+                },
+            });
+            let mut outcome = Outcome::default();
+            let result = forward(
+                upstream,
+                parts,
+                body,
+                client,
+                start,
+                trace.as_ref(),
+                &mut outcome,
             )
-        {
-            // The server span covers the response body too.
-            resp.body_mut().end_span_with_body(span);
-        }
+            .await;
+            let (mut resp, err) = match result {
+                Ok(resp) => (resp, None),
+                Err(e) => (error_response(&e), Some(e)),
+            };
+            let status = resp.status().as_u16();
+            let elapsed = start.elapsed();
+            route.stats.record(status, elapsed);
+            drop(in_flight);
+            let ids = trace.as_ref().map(RequestTrace::ids);
+            if let Some(e) = &err {
+                let trace_id = ids.map(|i| i.trace_id);
+                tracing::debug!(route = %route.name, upstream = %upstream.name, error = %e, trace_id = trace_id.map(tracing::field::display), "request failed");
+            }
+            if let Some(a) = access {
+                let trace_id = ids
+                    .map(|i| i.trace_id.to_string())
+                    .or(a.trace_id)
+                    .unwrap_or_default();
+                let span_id = ids.map(|i| i.span_id.to_string()).unwrap_or_default();
+                tracing::info!(
+                    target: "access",
+                    client = %client.addr,
+                    method = %a.method,
+                    path = %a.path,
+                    status,
+                    duration_ms = elapsed.as_secs_f64() * 1e3,
+                    route = %route.name,
+                    upstream = %upstream.name,
+                    endpoint = outcome.endpoint.map(tracing::field::display),
+                    attempts = outcome.attempts,
+                    trace_id = %trace_id,
+                    span_id = %span_id,
+                    "request"
+                );
+            }
+            if let Some(t) = trace
+                && let Some(span) = t.end_with_body(
+                    status,
+                    err.as_ref().map(|e| e as &dyn std::fmt::Display),
+                    &this.telemetry,
+                )
+            {
+                // The server span covers the response body too.
+                resp.body_mut().end_span_with_body(span);
+            }
+            resp
+        };
+        resp.body_mut().hold(busy);
         Ok(resp)
     }
 }
