@@ -105,7 +105,8 @@ async fn connections_without_a_request_head_are_closed_and_requests_in_progress_
 
     // Idle after one answered request on a keep-alive connection.
     let mut idle = tokio::net::TcpStream::connect(addr).await?;
-    idle.write_all(b"GET /hello HTTP/1.1\r\nhost: a\r\n\r\n").await?;
+    idle.write_all(b"GET /hello HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await?;
     let got = read_to_close(&mut idle).await?;
     let text = String::from_utf8_lossy(&got);
     ensure!(text.starts_with("HTTP/1.1 200"), "the request got {text}");

@@ -5,7 +5,10 @@
 //! connection ([`ClientAddr`]), not once per request, and the hop-by-hop
 //! check walks the header names once instead of hashing each candidate.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::OnceLock,
+};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{
@@ -29,6 +32,9 @@ pub(crate) struct ClientAddr {
     ip: HeaderValue,
     /// `for=<ip>;proto=http` (IPv6 quoted and bracketed, RFC 7239).
     forwarded: HeaderValue,
+    /// The first host seen on the connection and `forwarded` with its
+    /// `host=`: reused by the later requests naming the same host.
+    with_host: OnceLock<(HeaderValue, HeaderValue)>,
 }
 
 impl ClientAddr {
@@ -45,6 +51,7 @@ impl ClientAddr {
                 .expect("invariant: an IP address formats as a valid header value"),
             forwarded: HeaderValue::try_from(forwarded)
                 .expect("invariant: a Forwarded element of an IP is a valid header value"),
+            with_host: OnceLock::new(),
         }
     }
 }
@@ -140,24 +147,20 @@ pub(crate) fn add_forwarded(
             e.insert(client.ip.clone());
         }
     }
-    let fwd = match host.map(HeaderValue::as_bytes) {
-        Some(h)
-            if !h.is_empty()
-                && h.iter()
-                    .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',') =>
-        {
-            let base = client.forwarded.as_bytes();
-            let mut v = BytesMut::with_capacity(base.len() + 6 + h.len());
-            v.put_slice(base);
-            v.put_slice(b";host=");
-            v.put_slice(h);
-            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
-        }
-        _ => Some(client.forwarded.clone()),
+    let fwd = match host {
+        Some(h) => match client.with_host.get() {
+            Some((seen, v)) if seen == h => v.clone(),
+            seen => {
+                let v = forwarded_with_host(client, h);
+                if seen.is_none() {
+                    let _ = client.with_host.set((h.clone(), v.clone()));
+                }
+                v
+            }
+        },
+        None => client.forwarded.clone(),
     };
-    if let Some(v) = fwd {
-        headers.append(header::FORWARDED, v);
-    }
+    headers.append(header::FORWARDED, fwd);
     headers
         .entry(&X_FORWARDED_PROTO)
         .or_insert_with(|| HeaderValue::from_static("http"));
@@ -166,6 +169,25 @@ pub(crate) fn add_forwarded(
     {
         e.insert(h.clone());
     }
+}
+
+/// The client's `Forwarded` element with `host=`, or without it when the
+/// host would break the element's syntax.
+fn forwarded_with_host(client: &ClientAddr, host: &HeaderValue) -> HeaderValue {
+    let h = host.as_bytes();
+    if h.is_empty()
+        || !h
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+    {
+        return client.forwarded.clone();
+    }
+    let base = client.forwarded.as_bytes();
+    let mut v = BytesMut::with_capacity(base.len() + 6 + h.len());
+    v.put_slice(base);
+    v.put_slice(b";host=");
+    v.put_slice(h);
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| client.forwarded.clone())
 }
 
 #[cfg(test)]
@@ -219,6 +241,23 @@ mod tests {
             h.get("x-forwarded-for").unwrap(),
             "10.0.0.9, 127.0.0.1, ::1"
         );
+    }
+
+    #[test]
+    fn a_connection_reuses_its_first_host_and_formats_others() {
+        let client = ClientAddr::new("10.0.0.1:1".parse().unwrap());
+        let fwd = |host: &'static str| {
+            let mut h = HeaderMap::new();
+            add_forwarded(&mut h, &client, Some(&HeaderValue::from_static(host)));
+            h.get(header::FORWARDED).unwrap().clone()
+        };
+        let first = fwd("a.example");
+        assert_eq!(first, "for=10.0.0.1;proto=http;host=a.example");
+        let again = fwd("a.example");
+        // The very same bytes, shared rather than formatted again.
+        assert_eq!(again.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        assert_eq!(fwd("b.example"), "for=10.0.0.1;proto=http;host=b.example");
+        assert_eq!(fwd("a.example"), first);
     }
 
     #[test]
