@@ -18,7 +18,7 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use http::{Request, Response};
@@ -32,7 +32,7 @@ use super::{
     body::RequestBody,
     client::{ConnectionStats, Counted},
 };
-use crate::config;
+use crate::{config, upstream::now_ns};
 
 /// TCP keep-alive probes on upstream connections start after this idle time.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -76,7 +76,16 @@ pub(crate) enum SendError {
 struct Idle {
     sender: SendRequest<RequestBody>,
     served: u32,
-    since: Instant,
+    /// When it went idle, on the coarse clock ([`now_ns`]): idle limits are
+    /// seconds, and the precise clock costs more on every request.
+    since: u64,
+}
+
+/// Whether a connection idle since `since` (coarse nanoseconds) has been
+/// idle longer than `limit` at `now`; with no limit at all, always (the
+/// coarse clock may not have ticked since).
+fn expired(since: u64, now: u64, limit: Duration) -> bool {
+    limit.is_zero() || u128::from(now.saturating_sub(since)) > limit.as_nanos()
 }
 
 // === impl IdleConns ===
@@ -85,8 +94,9 @@ impl IdleConns {
     /// The most recently used idle connection that is still open and fresh.
     fn take(&self, limits: PoolLimits) -> Option<Conn> {
         let mut stack = self.stack.lock().expect("idle stack lock poisoned");
+        let now = now_ns();
         while let Some(idle) = stack.pop_back() {
-            if idle.sender.is_closed() || idle.since.elapsed() > limits.idle {
+            if idle.sender.is_closed() || expired(idle.since, now, limits.idle) {
                 continue;
             }
             return Some(Conn {
@@ -104,11 +114,11 @@ impl IdleConns {
         if conn.served >= limits.requests || conn.sender.is_closed() {
             return;
         }
-        let now = Instant::now();
+        let now = now_ns();
         let mut stack = self.stack.lock().expect("idle stack lock poisoned");
         while stack
             .front()
-            .is_some_and(|i| now.duration_since(i.since) > limits.idle || i.sender.is_closed())
+            .is_some_and(|i| expired(i.since, now, limits.idle) || i.sender.is_closed())
         {
             stack.pop_front();
         }
@@ -123,9 +133,9 @@ impl IdleConns {
 
     /// Closes connections idle longer than `idle`, or closed by the peer.
     pub(crate) fn sweep(&self, idle: Duration) {
-        let now = Instant::now();
+        let now = now_ns();
         let mut stack = self.stack.lock().expect("idle stack lock poisoned");
-        stack.retain(|i| now.duration_since(i.since) <= idle && !i.sender.is_closed());
+        stack.retain(|i| !expired(i.since, now, idle) && !i.sender.is_closed());
     }
 
     /// How many connections are idle now.
@@ -240,4 +250,21 @@ async fn connect(
         served: 0,
         reused: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_limits_on_the_coarse_clock() {
+        let second = Duration::from_secs(1);
+        let ns = 1_000_000_000;
+        assert!(!expired(10, 10 + ns, second));
+        assert!(expired(10, 11 + ns, second));
+        // A reading older than the stamp (another core's clock) is not idle.
+        assert!(!expired(100, 50, second));
+        // No idle time allowed: expired even before the clock ticks.
+        assert!(expired(5, 5, Duration::ZERO));
+    }
 }
