@@ -410,3 +410,86 @@ async fn a_refused_connection_is_retried_on_another_endpoint() -> Result<()> {
         .await,
     )
 }
+
+/// An upstream that answers each request with canned bytes chosen by its
+/// path, to see every way a response can be framed cross the sidecar.
+async fn canned_upstream() -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let (reply, close): (&[u8], bool) = match path.as_str() {
+                        "/chunked" => (
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+                            false,
+                        ),
+                        "/continue" => (
+                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                            false,
+                        ),
+                        "/close" => (
+                            b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nread to the end",
+                            true,
+                        ),
+                        "/short" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", true),
+                        "/empty" => (b"HTTP/1.1 204 No Content\r\ncontent-length: 7\r\n\r\n", false),
+                        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nplain", false),
+                    };
+                    if conn.write_all(reply).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_framing_crosses_the_sidecar() -> Result<()> {
+    let (upstream, task) = canned_upstream().await?;
+    let sidecar = Sidecar::start(&web_config(None, &web_nodes(&[upstream]))).await?;
+    let addr = sidecar.listener("http")?;
+    let client = HttpClient::http1().with_timeout(Duration::from_secs(10));
+    for round in 0..2 {
+        for (path, status, body) in [
+            ("/plain", 200, "plain"),
+            ("/chunked", 200, "hello world"),
+            ("/continue", 200, "ok"),
+            ("/close", 200, "read to the end"),
+            ("/empty", 204, ""),
+        ] {
+            let reply = client.get(addr, path).await?;
+            ensure!(
+                reply.status == status && reply.text() == body,
+                "round {round} {path}: {} {:?}",
+                reply.status,
+                reply.text()
+            );
+        }
+        // A body cut short reaches the client as a failure, not as a
+        // complete answer, and the next request still goes through.
+        let short = client.get(addr, "/short").await;
+        ensure!(
+            short.as_ref().map_or(true, |r| r.body.len() < 10),
+            "a cut body arrived whole: {:?}",
+            short.map(|r| r.text())
+        );
+    }
+    task.abort();
+    Ok(())
+}

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::{
+    h1::H1Body,
     pool::{Conn, PoolLimits},
     server::Busy,
 };
@@ -35,7 +36,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) enum ProxyBody {
     /// Streamed from an upstream; the guard ends when the body does.
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         guard: Option<InFlight>,
         /// Longest silence of the upstream between two frames.
         read: Duration,
@@ -55,10 +56,19 @@ pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
 }
 
-/// A pooled connection, returned to the idle stack of the endpoint whose
-/// in-flight guard the body holds.
+/// A response body from an upstream: read by hyper's client (h2c, and
+/// HTTP/1.1 answers to streamed requests) or by the sidecar's own HTTP/1.1
+/// connection.
+pub(crate) enum UpstreamBody {
+    Hyper(Incoming),
+    H1(H1Body),
+}
+
+/// Where a pooled connection goes back: the idle stack of the endpoint
+/// whose in-flight guard the body holds, with its limits; hyper's
+/// connection travels here, the sidecar's own inside [`UpstreamBody::H1`].
 pub(crate) struct Returning {
-    pub(crate) conn: Conn,
+    pub(crate) conn: Option<Conn>,
     pub(crate) limits: PoolLimits,
 }
 
@@ -89,7 +99,7 @@ pub(crate) enum RequestBody {
 
 impl ProxyBody {
     pub(crate) fn upstream(
-        body: Incoming,
+        body: UpstreamBody,
         guard: InFlight,
         read: Duration,
         conn: Option<Returning>,
@@ -134,13 +144,24 @@ impl ProxyBody {
     /// hands its connection back for the next request, any other end closes
     /// it.
     fn finish(&mut self, whole: bool) {
-        if let Self::Upstream { guard, conn, .. } = self {
+        if let Self::Upstream {
+            guard, conn, body, ..
+        } = self
+        {
             let conn = conn.take();
             if let Some(g) = guard.take() {
                 if let Some(r) = conn
                     && whole
                 {
-                    g.state().idle.put(r.conn, r.limits);
+                    match (r.conn, body) {
+                        (Some(c), _) => g.state().idle.put(c, r.limits),
+                        (None, UpstreamBody::H1(b)) => {
+                            if let Some(c) = b.take_conn() {
+                                g.state().idle.put_raw(c, b.served, r.limits);
+                            }
+                        }
+                        (None, UpstreamBody::Hyper(_)) => {}
+                    }
                 }
                 g.finish();
             }
@@ -186,7 +207,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.fail(&e);
-                    Poll::Ready(Some(Err(e.into())))
+                    Poll::Ready(Some(Err(e)))
                 }
                 Poll::Ready(None) => {
                     this.finish(true);
@@ -220,6 +241,39 @@ impl Body for ProxyBody {
         match self {
             Self::Upstream { body, .. } => body.size_hint(),
             Self::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+// === impl UpstreamBody ===
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::H1(b) => b.size_hint(),
         }
     }
 }

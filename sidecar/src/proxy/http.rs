@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
-    body::{BoxError, Progress, ProxyBody, RequestBody, Returning},
+    body::{BoxError, Progress, ProxyBody, RequestBody, Returning, UpstreamBody},
     error::ProxyError,
     hash::request_hash,
     headers::{ClientAddr, add_forwarded, strip_hop_by_hop},
@@ -375,7 +375,38 @@ async fn forward(
         let result = if h2 {
             response_head(clients.h2c.request(req), progress.as_deref(), send, read)
                 .await
-                .map(|r| r.map(|resp| (resp, None)).map_err(SendFailure::from))
+                .map(|r| {
+                    r.map(|resp| (resp.map(UpstreamBody::Hyper), None))
+                        .map_err(SendFailure::from)
+                })
+        } else if let RequestBody::Buffered(bytes) = req.body() {
+            // The whole body is in hand: the sidecar's own connection.
+            let (bytes, p) = (bytes.clone(), req.into_parts().0);
+            let target = p
+                .uri
+                .path_and_query()
+                .map_or("/", uri::PathAndQuery::as_str);
+            let sent = pool::send_buffered(
+                &endpoint.state.idle,
+                endpoint.addr,
+                clients.http1,
+                &clients.conns,
+                &p.method,
+                target,
+                &p.headers,
+                bytes.as_ref(),
+                idempotent,
+            );
+            response_head(sent, None, send, read).await.map(|r| {
+                r.map(|resp| {
+                    let back = Returning {
+                        conn: None,
+                        limits: clients.http1,
+                    };
+                    (resp.map(UpstreamBody::H1), Some(back))
+                })
+                .map_err(SendFailure::from)
+            })
         } else {
             let sent = pool::send(
                 &endpoint.state.idle,
@@ -387,8 +418,14 @@ async fn forward(
             response_head(sent, progress.as_deref(), send, read)
                 .await
                 .map(|r| {
-                    r.map(|(resp, conn)| (resp, Some(conn)))
-                        .map_err(SendFailure::from)
+                    r.map(|(resp, conn)| {
+                        let back = Returning {
+                            conn: Some(conn),
+                            limits: clients.http1,
+                        };
+                        (resp.map(UpstreamBody::Hyper), Some(back))
+                    })
+                    .map_err(SendFailure::from)
                 })
         };
         let err = match result {
@@ -410,10 +447,6 @@ async fn forward(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
-                let conn = conn.map(|conn| Returning {
-                    conn,
-                    limits: clients.http1,
-                });
                 return Ok(Response::from_parts(
                     rparts,
                     ProxyBody::upstream(rbody, guard, cfg.timeout.read, conn),

@@ -4,6 +4,7 @@
 mod body;
 mod client;
 mod error;
+mod h1;
 mod hash;
 mod headers;
 mod http;

@@ -21,7 +21,8 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
 use hyper::{
     body::Incoming,
     client::conn::http1::{Builder, SendRequest},
@@ -31,16 +32,19 @@ use tokio::net::TcpStream;
 use super::{
     body::RequestBody,
     client::{ConnectionStats, Counted},
+    h1::{H1Body, H1Conn, H1Error},
 };
 use crate::{config, upstream::now_ns};
 
 /// TCP keep-alive probes on upstream connections start after this idle time.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// The idle connections of one endpoint.
+/// The idle connections of one endpoint: hyper's (for streamed request
+/// bodies) and the sidecar's own HTTP/1.1 ones (for bodies in hand).
 #[derive(Default)]
 pub(crate) struct IdleConns {
     stack: Mutex<VecDeque<Idle>>,
+    raw: Mutex<VecDeque<RawIdle>>,
 }
 
 /// A connection ready for, or busy with, one request.
@@ -71,6 +75,16 @@ pub(crate) enum SendError {
     /// The exchange failed on a connection.
     #[error("{0}")]
     Http(hyper::Error),
+    /// The exchange failed on one of the sidecar's own connections.
+    #[error("{0}")]
+    H1(#[from] H1Error),
+}
+
+struct RawIdle {
+    conn: Box<H1Conn>,
+    served: u32,
+    /// When it went idle, on the coarse clock.
+    since: u64,
 }
 
 struct Idle {
@@ -131,16 +145,57 @@ impl IdleConns {
         }
     }
 
+    /// The most recently used of the sidecar's own idle connections that
+    /// is still open and fresh, with the requests it has served.
+    fn take_raw(&self, limits: PoolLimits) -> Option<(Box<H1Conn>, u32)> {
+        let mut stack = self.raw.lock().expect("idle stack lock poisoned");
+        let now = now_ns();
+        while let Some(mut idle) = stack.pop_back() {
+            if expired(idle.since, now, limits.idle) || !idle.conn.is_reusable() {
+                continue;
+            }
+            return Some((idle.conn, idle.served));
+        }
+        None
+    }
+
+    /// Keeps one of the sidecar's own connections for the next request,
+    /// as [`IdleConns::put`] does hyper's.
+    pub(crate) fn put_raw(&self, conn: Box<H1Conn>, served: u32, limits: PoolLimits) {
+        if served >= limits.requests {
+            return;
+        }
+        let now = now_ns();
+        let mut stack = self.raw.lock().expect("idle stack lock poisoned");
+        while stack
+            .front()
+            .is_some_and(|i| expired(i.since, now, limits.idle))
+        {
+            stack.pop_front();
+        }
+        if stack.len() < limits.size {
+            stack.push_back(RawIdle {
+                conn,
+                served,
+                since: now,
+            });
+        }
+    }
+
     /// Closes connections idle longer than `idle`, or closed by the peer.
     pub(crate) fn sweep(&self, idle: Duration) {
         let now = now_ns();
         let mut stack = self.stack.lock().expect("idle stack lock poisoned");
         stack.retain(|i| !expired(i.since, now, idle) && !i.sender.is_closed());
+        drop(stack);
+        let mut raw = self.raw.lock().expect("idle stack lock poisoned");
+        raw.retain_mut(|i| !expired(i.since, now, idle) && i.conn.is_reusable());
     }
 
     /// How many connections are idle now.
     pub(crate) fn len(&self) -> usize {
         self.stack.lock().expect("idle stack lock poisoned").len()
+            + self.raw.lock().expect("idle stack lock poisoned").len()
     }
 }
 
@@ -218,11 +273,54 @@ pub(crate) async fn send(
     }
 }
 
-async fn connect(
+/// Sends a request whose body is in hand (`body`, `None` when empty) to
+/// `addr` on one of the sidecar's own idle connections of `idle`, or a new
+/// one; the response's body carries the connection, which goes back to
+/// `idle` once that body has been read to the end.
+///
+/// An idle connection the endpoint closed meanwhile is noticed when taken,
+/// or when writing to it fails, or, for an idempotent request, when it
+/// ends before any byte of an answer; the request then goes on the next
+/// connection.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn send_buffered(
+    idle: &IdleConns,
     addr: SocketAddr,
-    timeout: Duration,
+    limits: PoolLimits,
     stats: &Arc<ConnectionStats>,
-) -> Result<Conn, SendError> {
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: Option<&Bytes>,
+    idempotent: bool,
+) -> Result<Response<H1Body>, SendError> {
+    loop {
+        let (mut conn, served, reused) = match idle.take_raw(limits) {
+            Some((c, served)) => (c, served, true),
+            None => (
+                Box::pin(connect_raw(addr, limits.connect, stats)).await?,
+                0,
+                false,
+            ),
+        };
+        if let Err(e) = conn.write_request(method, target, headers, body).await {
+            if reused {
+                continue;
+            }
+            return Err(SendError::H1(e.into()));
+        }
+        match conn.read_head(method).await {
+            Ok(mut resp) => {
+                resp.body_mut().served = served + 1;
+                return Ok(resp);
+            }
+            Err(H1Error::Closed) if reused && idempotent => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn open_stream(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(SendError::Connect(e)),
@@ -236,6 +334,23 @@ async fn connect(
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream)
         .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+    Ok(stream)
+}
+
+async fn connect_raw(
+    addr: SocketAddr,
+    timeout: Duration,
+    stats: &Arc<ConnectionStats>,
+) -> Result<Box<H1Conn>, SendError> {
+    Ok(H1Conn::new(open_stream(addr, timeout).await?, stats))
+}
+
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    stats: &Arc<ConnectionStats>,
+) -> Result<Conn, SendError> {
+    let stream = open_stream(addr, timeout).await?;
     let (sender, conn) = Builder::new()
         .handshake(Counted::new(stream, stats))
         .await
