@@ -437,6 +437,10 @@ async fn canned_upstream() -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> 
                             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
                             false,
                         ),
+                        "/both" => (
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n4\r\nboth\r\n0\r\n\r\n",
+                            false,
+                        ),
                         "/continue" => (
                             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
                             false,
@@ -469,6 +473,7 @@ async fn every_response_framing_crosses_the_sidecar() -> Result<()> {
         for (path, status, body) in [
             ("/plain", 200, "plain"),
             ("/chunked", 200, "hello world"),
+            ("/both", 200, "both"),
             ("/continue", 200, "ok"),
             ("/close", 200, "read to the end"),
             ("/empty", 204, ""),

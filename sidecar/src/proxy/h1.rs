@@ -32,6 +32,9 @@ const MAX_FIELDS: usize = 100;
 /// Longest chunk-size line or trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 
+/// Largest request body copied into the head's write.
+const INLINE_BODY: usize = 4096;
+
 /// Room asked of the read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -97,7 +100,7 @@ pub(crate) struct H1Body {
 // === impl H1Conn ===
 
 impl H1Conn {
-    /// Opens a connection to `addr`, counted in `stats` while it lives.
+    /// A connection on `io`, counted in `stats` while it lives.
     pub(crate) fn new(io: TcpStream, stats: &Arc<ConnectionStats>) -> Box<Self> {
         use std::sync::atomic::Ordering::Relaxed;
         stats.opened.fetch_add(1, Relaxed);
@@ -151,8 +154,15 @@ impl H1Conn {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if let Some(b) = body {
-            out.extend_from_slice(b);
+        // A small body rides in the same write; a large one follows it
+        // rather than be copied (and keep the buffer that large).
+        match body {
+            Some(b) if b.len() <= INLINE_BODY => out.extend_from_slice(b),
+            Some(b) => {
+                self.io.write_all(&self.out).await?;
+                return self.io.write_all(b).await;
+            }
+            None => {}
         }
         self.io.write_all(&self.out).await
     }
@@ -167,12 +177,17 @@ impl H1Conn {
     ) -> Result<Response<H1Body>, H1Error> {
         let mut got_any = false;
         loop {
-            if let Some((resp, version)) = parse_head(&mut self.buf)? {
+            if let Some((mut resp, version)) = parse_head(&mut self.buf)? {
                 let status = resp.status();
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
                 let framing = framing(method, status, resp.headers())?;
+                if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+                    // The transfer coding decides the length (RFC 9112 §6.3);
+                    // a length beside it would mislead the client.
+                    resp.headers_mut().remove(header::CONTENT_LENGTH);
+                }
                 let keep_alive = framing != Framing::Close
                     && status != StatusCode::SWITCHING_PROTOCOLS
                     && keeps_alive(version, resp.headers());
