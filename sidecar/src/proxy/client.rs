@@ -57,8 +57,11 @@ pub(crate) struct CountingConnector {
 /// A connection counted in [`ConnectionStats::open`] until dropped.
 pub(crate) struct Counted {
     io: TokioIo<TcpStream>,
-    stats: Arc<ConnectionStats>,
+    _open: OpenConn,
 }
+
+/// Counts one connection opened, and open until dropped.
+pub(crate) struct OpenConn(Arc<ConnectionStats>);
 
 impl UpstreamClients {
     pub(crate) fn new(cfg: &config::Upstream, stats: &Arc<ConnectionStats>) -> Self {
@@ -117,9 +120,10 @@ impl tower_service::Service<Uri> for CountingConnector {
         let stats = self.stats.clone();
         Box::pin(async move {
             let io = connecting.await?;
-            stats.opened.fetch_add(1, Relaxed);
-            stats.open.fetch_add(1, Relaxed);
-            Ok(Counted { io, stats })
+            Ok(Counted {
+                io,
+                _open: OpenConn::new(&stats),
+            })
         })
     }
 }
@@ -130,18 +134,26 @@ impl Counted {
     /// Counts a connection made outside hyper-util's client (the HTTP/1.1
     /// idle stacks connect themselves).
     pub(crate) fn new(stream: TcpStream, stats: &Arc<ConnectionStats>) -> Self {
-        stats.opened.fetch_add(1, Relaxed);
-        stats.open.fetch_add(1, Relaxed);
         Self {
             io: TokioIo::new(stream),
-            stats: stats.clone(),
+            _open: OpenConn::new(stats),
         }
     }
 }
 
-impl Drop for Counted {
+// === impl OpenConn ===
+
+impl OpenConn {
+    pub(crate) fn new(stats: &Arc<ConnectionStats>) -> Self {
+        stats.opened.fetch_add(1, Relaxed);
+        stats.open.fetch_add(1, Relaxed);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for OpenConn {
     fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Relaxed);
+        self.0.open.fetch_sub(1, Relaxed);
     }
 }
 

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, hea
 use http_body::{Body, Frame, SizeHint};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-use super::client::ConnectionStats;
+use super::client::{ConnectionStats, OpenConn};
 
 /// Largest response head (status line and fields) accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -45,7 +45,7 @@ pub(crate) struct H1Conn {
     buf: BytesMut,
     /// The request being written; reused.
     out: Vec<u8>,
-    stats: Arc<ConnectionStats>,
+    _open: OpenConn,
 }
 
 /// Why an exchange failed.
@@ -102,14 +102,11 @@ pub(crate) struct H1Body {
 impl H1Conn {
     /// A connection on `io`, counted in `stats` while it lives.
     pub(crate) fn new(io: TcpStream, stats: &Arc<ConnectionStats>) -> Box<Self> {
-        use std::sync::atomic::Ordering::Relaxed;
-        stats.opened.fetch_add(1, Relaxed);
-        stats.open.fetch_add(1, Relaxed);
         Box::new(Self {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
-            stats: stats.clone(),
+            _open: OpenConn::new(stats),
         })
     }
 
@@ -241,14 +238,6 @@ impl H1Conn {
                 r => return Poll::Ready(r),
             }
         }
-    }
-}
-
-impl Drop for H1Conn {
-    fn drop(&mut self) {
-        self.stats
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -393,6 +382,14 @@ impl H1Body {
         }
     }
 
+    /// Ends the body with `e`; the connection closes.
+    fn broken(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.conn = None;
+        self.done = true;
+        self.keep_alive = false;
+        Poll::Ready(Some(Err(e)))
+    }
+
     /// The next frame from the connection's buffer, or `None` when more
     /// bytes are needed (or the body is done).
     fn decode(&mut self) -> Result<Option<Frame<Bytes>>, H1Error> {
@@ -420,13 +417,12 @@ fn decode(
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                let n = rem.min(buf.len() as u64);
-                let data = buf.split_to(n as usize).freeze();
-                *framing = if n == rem {
+                let (data, left) = take_up_to(buf, rem);
+                *framing = if left == 0 {
                     *done = true;
                     Framing::Empty
                 } else {
-                    Framing::Length(rem - n)
+                    Framing::Length(left)
                 };
                 return Ok(Some(Frame::data(data)));
             }
@@ -470,12 +466,11 @@ fn decode(
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                let n = rem.min(buf.len() as u64);
-                let data = buf.split_to(n as usize).freeze();
-                *framing = Framing::Chunked(if n == rem {
+                let (data, left) = take_up_to(buf, rem);
+                *framing = Framing::Chunked(if left == 0 {
                     Chunk::DataEnd
                 } else {
-                    Chunk::Data(rem - n)
+                    Chunk::Data(left)
                 });
                 return Ok(Some(Frame::data(data)));
             }
@@ -522,6 +517,13 @@ fn decode(
     }
 }
 
+/// Up to `rem` bytes off the front of `buf` (not empty), and how many of
+/// `rem` are left after them.
+fn take_up_to(buf: &mut BytesMut, rem: u64) -> (Bytes, u64) {
+    let n = rem.min(buf.len() as u64);
+    (buf.split_to(n as usize).freeze(), rem - n)
+}
+
 fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
@@ -543,12 +545,7 @@ impl Body for H1Body {
                 Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                 Ok(None) if this.done => return Poll::Ready(None),
                 Ok(None) => {}
-                Err(e) => {
-                    this.conn = None;
-                    this.done = true;
-                    this.keep_alive = false;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Err(e) => return this.broken(e),
             }
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -560,20 +557,12 @@ impl Body for H1Body {
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    this.conn = None;
-                    this.done = true;
-                    this.keep_alive = false;
-                    return Poll::Ready(Some(Err(H1Error::Invalid(
+                    return this.broken(H1Error::Invalid(
                         "connection closed inside the response body".into(),
-                    ))));
+                    ));
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    this.conn = None;
-                    this.done = true;
-                    this.keep_alive = false;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                Err(e) => return this.broken(e.into()),
             }
         }
     }

@@ -382,17 +382,13 @@ async fn forward(
         } else if let RequestBody::Buffered(bytes) = req.body() {
             // The whole body is in hand: the sidecar's own connection.
             let (bytes, p) = (bytes.clone(), req.into_parts().0);
-            let target = p
-                .uri
-                .path_and_query()
-                .map_or("/", uri::PathAndQuery::as_str);
             let sent = pool::send_buffered(
                 &endpoint.state.idle,
                 endpoint.addr,
                 clients.http1,
                 &clients.conns,
                 &p.method,
-                target,
+                path.as_str(),
                 &p.headers,
                 bytes.as_ref(),
                 idempotent,

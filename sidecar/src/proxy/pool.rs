@@ -43,8 +43,22 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// bodies) and the sidecar's own HTTP/1.1 ones (for bodies in hand).
 #[derive(Default)]
 pub(crate) struct IdleConns {
-    stack: Mutex<VecDeque<Idle>>,
-    raw: Mutex<VecDeque<RawIdle>>,
+    hyper: Stack<SendRequest<RequestBody>>,
+    raw: Stack<Box<H1Conn>>,
+}
+
+/// Idle connections of one kind, the most recently used on top.
+struct Stack<C>(Mutex<VecDeque<Idle<C>>>);
+
+/// A connection the idle stacks can keep.
+trait Pooled {
+    /// Whether it is known to be closed, without asking the socket.
+    fn known_closed(&self) -> bool;
+
+    /// Whether it can carry a request now; may ask the socket.
+    fn usable(&mut self) -> bool {
+        !self.known_closed()
+    }
 }
 
 /// A connection ready for, or busy with, one request.
@@ -80,15 +94,8 @@ pub(crate) enum SendError {
     H1(#[from] H1Error),
 }
 
-struct RawIdle {
-    conn: Box<H1Conn>,
-    served: u32,
-    /// When it went idle, on the coarse clock.
-    since: u64,
-}
-
-struct Idle {
-    sender: SendRequest<RequestBody>,
+struct Idle<C> {
+    conn: C,
     served: u32,
     /// When it went idle, on the coarse clock ([`now_ns`]): idle limits are
     /// seconds, and the precise clock costs more on every request.
@@ -107,51 +114,62 @@ fn expired(since: u64, now: u64, limit: Duration) -> bool {
 impl IdleConns {
     /// The most recently used idle connection that is still open and fresh.
     fn take(&self, limits: PoolLimits) -> Option<Conn> {
-        let mut stack = self.stack.lock().expect("idle stack lock poisoned");
-        let now = now_ns();
-        while let Some(idle) = stack.pop_back() {
-            if idle.sender.is_closed() || expired(idle.since, now, limits.idle) {
-                continue;
-            }
-            return Some(Conn {
-                sender: idle.sender,
-                served: idle.served,
-                reused: true,
-            });
-        }
-        None
+        let (sender, served) = self.hyper.take(limits)?;
+        Some(Conn {
+            sender,
+            served,
+            reused: true,
+        })
     }
 
     /// Keeps `conn` for the next request, unless it has served its share or
     /// the stack is full; expired connections at the bottom go first.
     pub(crate) fn put(&self, conn: Conn, limits: PoolLimits) {
-        if conn.served >= limits.requests || conn.sender.is_closed() {
-            return;
-        }
-        let now = now_ns();
-        let mut stack = self.stack.lock().expect("idle stack lock poisoned");
-        while stack
-            .front()
-            .is_some_and(|i| expired(i.since, now, limits.idle) || i.sender.is_closed())
-        {
-            stack.pop_front();
-        }
-        if stack.len() < limits.size {
-            stack.push_back(Idle {
-                sender: conn.sender,
-                served: conn.served,
-                since: now,
-            });
-        }
+        self.hyper.put(conn.sender, conn.served, limits);
     }
 
     /// The most recently used of the sidecar's own idle connections that
     /// is still open and fresh, with the requests it has served.
     fn take_raw(&self, limits: PoolLimits) -> Option<(Box<H1Conn>, u32)> {
-        let mut stack = self.raw.lock().expect("idle stack lock poisoned");
+        self.raw.take(limits)
+    }
+
+    /// Keeps one of the sidecar's own connections for the next request,
+    /// as [`IdleConns::put`] does hyper's.
+    pub(crate) fn put_raw(&self, conn: Box<H1Conn>, served: u32, limits: PoolLimits) {
+        self.raw.put(conn, served, limits);
+    }
+
+    /// Closes connections idle longer than `idle`, or closed by the peer.
+    pub(crate) fn sweep(&self, idle: Duration) {
+        self.hyper.sweep(idle);
+        self.raw.sweep(idle);
+    }
+
+    /// How many connections are idle now.
+    pub(crate) fn len(&self) -> usize {
+        self.hyper.len() + self.raw.len()
+    }
+}
+
+// === impl Stack ===
+
+impl<C> Default for Stack<C> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<C: Pooled> Stack<C> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle<C>>> {
+        self.0.lock().expect("idle stack lock poisoned")
+    }
+
+    fn take(&self, limits: PoolLimits) -> Option<(C, u32)> {
+        let mut stack = self.lock();
         let now = now_ns();
         while let Some(mut idle) = stack.pop_back() {
-            if expired(idle.since, now, limits.idle) || !idle.conn.is_reusable() {
+            if expired(idle.since, now, limits.idle) || !idle.conn.usable() {
                 continue;
             }
             return Some((idle.conn, idle.served));
@@ -159,22 +177,20 @@ impl IdleConns {
         None
     }
 
-    /// Keeps one of the sidecar's own connections for the next request,
-    /// as [`IdleConns::put`] does hyper's.
-    pub(crate) fn put_raw(&self, conn: Box<H1Conn>, served: u32, limits: PoolLimits) {
-        if served >= limits.requests {
+    fn put(&self, conn: C, served: u32, limits: PoolLimits) {
+        if served >= limits.requests || conn.known_closed() {
             return;
         }
         let now = now_ns();
-        let mut stack = self.raw.lock().expect("idle stack lock poisoned");
+        let mut stack = self.lock();
         while stack
             .front()
-            .is_some_and(|i| expired(i.since, now, limits.idle))
+            .is_some_and(|i| expired(i.since, now, limits.idle) || i.conn.known_closed())
         {
             stack.pop_front();
         }
         if stack.len() < limits.size {
-            stack.push_back(RawIdle {
+            stack.push_back(Idle {
                 conn,
                 served,
                 since: now,
@@ -182,20 +198,31 @@ impl IdleConns {
         }
     }
 
-    /// Closes connections idle longer than `idle`, or closed by the peer.
-    pub(crate) fn sweep(&self, idle: Duration) {
+    fn sweep(&self, idle: Duration) {
         let now = now_ns();
-        let mut stack = self.stack.lock().expect("idle stack lock poisoned");
-        stack.retain(|i| !expired(i.since, now, idle) && !i.sender.is_closed());
-        drop(stack);
-        let mut raw = self.raw.lock().expect("idle stack lock poisoned");
-        raw.retain_mut(|i| !expired(i.since, now, idle) && i.conn.is_reusable());
+        self.lock()
+            .retain_mut(|i| !expired(i.since, now, idle) && i.conn.usable());
     }
 
-    /// How many connections are idle now.
-    pub(crate) fn len(&self) -> usize {
-        self.stack.lock().expect("idle stack lock poisoned").len()
-            + self.raw.lock().expect("idle stack lock poisoned").len()
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Pooled for SendRequest<RequestBody> {
+    fn known_closed(&self) -> bool {
+        self.is_closed()
+    }
+}
+
+impl Pooled for Box<H1Conn> {
+    /// Only the socket can tell.
+    fn known_closed(&self) -> bool {
+        false
+    }
+
+    fn usable(&mut self) -> bool {
+        self.is_reusable()
     }
 }
 

@@ -117,6 +117,22 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A traced request from a local client on route `r`.
+fn start_local<'a>(
+    tracer: &'a ProxyTracer,
+    parts: &http::request::Parts,
+    upstream: &Arc<str>,
+) -> super::request::RequestTrace<'a> {
+    tracer
+        .start_request(
+            parts,
+            "127.0.0.1:1".parse().expect("address"),
+            &"r".into(),
+            upstream,
+        )
+        .expect("traced")
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
@@ -303,14 +319,7 @@ fn unsampled_requests_pass_their_context_on_and_export_nothing() {
         .body(())
         .expect("valid request");
     let (parts, ()) = req.into_parts();
-    let trace = tracer
-        .start_request(
-            &parts,
-            "127.0.0.1:1".parse().expect("address"),
-            &"r".into(),
-            &upstream,
-        )
-        .expect("traced");
+    let trace = start_local(&tracer, &parts, &upstream);
     let mut headers = HeaderMap::new();
     let path = http::uri::PathAndQuery::from_static("/");
     let attempt = trace.start_attempt(
@@ -341,14 +350,7 @@ fn unsampled_requests_pass_their_context_on_and_export_nothing() {
     let req = Request::builder().uri("/").body(()).expect("valid request");
     let (mut parts, ()) = req.into_parts();
     parts.headers = bad;
-    let trace = tracer
-        .start_request(
-            &parts,
-            "127.0.0.1:1".parse().expect("address"),
-            &"r".into(),
-            &upstream,
-        )
-        .expect("traced");
+    let trace = start_local(&tracer, &parts, &upstream);
     assert_ne!(trace.ids().trace_id.to_string(), TRACE);
     trace.end(200, None);
     queue.flush(Duration::from_secs(10)).expect("flushed");
@@ -378,14 +380,7 @@ fn cached_explanations_follow_health_and_new_endpoint_sets() {
     let path = http::uri::PathAndQuery::from_static("/");
     // One attempt on endpoint 1 of `state`, exported on its own.
     let export = |state: &Arc<UpstreamState>| {
-        let trace = tracer
-            .start_request(
-                &parts,
-                "127.0.0.1:1".parse().expect("address"),
-                &"r".into(),
-                &upstream,
-            )
-            .expect("traced");
+        let trace = start_local(&tracer, &parts, &upstream);
         trace
             .start_attempt(
                 &mut HeaderMap::new(),
