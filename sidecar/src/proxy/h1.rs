@@ -229,15 +229,13 @@ impl H1Conn {
     }
 
     /// Reads what the socket has into `buf`; `Ok(0)` at the end.
+    ///
+    /// Through `AsyncRead`, not `try_read_buf`: a read shorter than the room
+    /// given clears the socket's readiness, so [`Self::is_reusable`]'s probe
+    /// on the next request costs no system call unless an event came since.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.buf.reserve(READ_CHUNK);
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 }
 
