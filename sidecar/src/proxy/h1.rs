@@ -121,12 +121,14 @@ impl H1Conn {
     }
 
     /// Writes the request: `method`, `target` (origin form), `headers` (a
-    /// `Content-Length` among them is replaced by the body's) and `body`.
+    /// `Content-Length` among them is replaced by the body's), then `lines`
+    /// (more fields, each already encoded as `name: value\r\n`) and `body`.
     pub(crate) async fn write_request(
         &mut self,
         method: &Method,
         target: &str,
         headers: &HeaderMap,
+        lines: &[&[u8]],
         body: Option<&Bytes>,
     ) -> io::Result<()> {
         let out = &mut self.out;
@@ -143,6 +145,9 @@ impl H1Conn {
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
+        }
+        for l in lines {
+            out.extend_from_slice(l);
         }
         let len = body.map_or(0, Bytes::len);
         if len > 0 || headers.contains_key(header::CONTENT_LENGTH) || expects_body(method) {

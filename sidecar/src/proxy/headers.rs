@@ -4,6 +4,11 @@
 //! The client's part of those headers is formatted once per downstream
 //! connection ([`ClientAddr`]), not once per request, and the hop-by-hop
 //! check walks the header names once instead of hashing each candidate.
+//! For the sidecar's own HTTP/1.1 client the forwarding fields are not put
+//! in the request's header map at all: [`forwarding_lines`] gives them as
+//! encoded lines, kept per connection, that follow the map's fields in the
+//! request head (growing the map and hashing four names cost more than the
+//! rest of the rewrite).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -35,6 +40,9 @@ pub(crate) struct ClientAddr {
     /// The first host seen on the connection and `forwarded` with its
     /// `host=`: reused by the later requests naming the same host.
     with_host: OnceLock<(HeaderValue, HeaderValue)>,
+    /// The first host seen on the connection (or none) and the encoded
+    /// forwarding lines for it: see [`forwarding_lines`].
+    lines: OnceLock<(Option<HeaderValue>, Bytes)>,
 }
 
 impl ClientAddr {
@@ -52,6 +60,7 @@ impl ClientAddr {
             forwarded: HeaderValue::try_from(forwarded)
                 .expect("invariant: a Forwarded element of an IP is a valid header value"),
             with_host: OnceLock::new(),
+            lines: OnceLock::new(),
         }
     }
 }
@@ -147,7 +156,68 @@ pub(crate) fn add_forwarded(
             e.insert(client.ip.clone());
         }
     }
-    let fwd = match host {
+    let fwd = forwarded_value(client, host);
+    headers.append(header::FORWARDED, fwd);
+    headers
+        .entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
+    if let Some(h) = host
+        && let Entry::Vacant(e) = headers.entry(&X_FORWARDED_HOST)
+    {
+        e.insert(h.clone());
+    }
+}
+
+/// The forwarding fields [`add_forwarded`] would add to `headers`, as
+/// encoded header lines (`name: value\r\n`) for an HTTP/1.1 request head;
+/// `None` when the request already carries `X-Forwarded-For`, `-Proto` or
+/// `-Host`, whose values the map must then merge or keep.
+pub(crate) fn forwarding_lines(
+    headers: &HeaderMap,
+    client: &ClientAddr,
+    host: Option<&HeaderValue>,
+) -> Option<Bytes> {
+    // One walk over the few names beats hashing three custom ones.
+    if headers
+        .keys()
+        .any(|n| n == X_FORWARDED_FOR || n == X_FORWARDED_PROTO || n == X_FORWARDED_HOST)
+    {
+        return None;
+    }
+    match client.lines.get() {
+        Some((seen, lines)) if seen.as_ref() == host => Some(lines.clone()),
+        seen => {
+            let lines = encode_forwarding(client, host);
+            if seen.is_none() {
+                let _ = client.lines.set((host.cloned(), lines.clone()));
+            }
+            Some(lines)
+        }
+    }
+}
+
+fn encode_forwarding(client: &ClientAddr, host: Option<&HeaderValue>) -> Bytes {
+    let fwd = forwarded_value(client, host);
+    let mut out = BytesMut::with_capacity(128);
+    let mut line = |name: &HeaderName, value: &HeaderValue| {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    };
+    line(&X_FORWARDED_FOR, &client.ip);
+    line(&header::FORWARDED, &fwd);
+    line(&X_FORWARDED_PROTO, &HeaderValue::from_static("http"));
+    if let Some(h) = host {
+        line(&X_FORWARDED_HOST, h);
+    }
+    out.freeze()
+}
+
+/// The client's `Forwarded` element, with the connection's cached `host=`
+/// form when `host` is the one seen first.
+fn forwarded_value(client: &ClientAddr, host: Option<&HeaderValue>) -> HeaderValue {
+    match host {
         Some(h) => match client.with_host.get() {
             Some((seen, v)) if seen == h => v.clone(),
             seen => {
@@ -159,15 +229,6 @@ pub(crate) fn add_forwarded(
             }
         },
         None => client.forwarded.clone(),
-    };
-    headers.append(header::FORWARDED, fwd);
-    headers
-        .entry(&X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static("http"));
-    if let Some(h) = host
-        && let Entry::Vacant(e) = headers.entry(&X_FORWARDED_HOST)
-    {
-        e.insert(h.clone());
     }
 }
 
@@ -258,6 +319,58 @@ mod tests {
         assert_eq!(again.as_bytes().as_ptr(), first.as_bytes().as_ptr());
         assert_eq!(fwd("b.example"), "for=10.0.0.1;proto=http;host=b.example");
         assert_eq!(fwd("a.example"), first);
+    }
+
+    /// The fields `add_forwarded` adds, encoded as request head lines.
+    fn added_lines(before: &HeaderMap, client: &ClientAddr, host: Option<&HeaderValue>) -> String {
+        let mut after = before.clone();
+        add_forwarded(&mut after, client, host);
+        let mut out = String::new();
+        for name in after.keys() {
+            let old = before.get_all(name).iter().count();
+            for v in after.get_all(name).iter().skip(old) {
+                out += &format!("{name}: {}\r\n", v.to_str().unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn forwarding_lines_are_the_fields_the_map_would_get() {
+        let client = ClientAddr::new("10.0.0.7:1".parse().unwrap());
+        let v6 = ClientAddr::new("[::1]:1".parse().unwrap());
+        let host = HeaderValue::from_static("a.example");
+        let other = HeaderValue::from_static("b.example");
+        let mut plain = HeaderMap::new();
+        plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let mut with_forwarded = plain.clone();
+        with_forwarded.insert(header::FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
+        for (headers, c, h) in [
+            (&plain, &client, Some(&host)),
+            (&plain, &client, Some(&host)),
+            (&plain, &client, Some(&other)),
+            (&plain, &client, None),
+            (&with_forwarded, &client, Some(&host)),
+            (&plain, &v6, None),
+        ] {
+            let lines = forwarding_lines(headers, c, h).expect("no X-Forwarded-* in the request");
+            let lines = std::str::from_utf8(&lines).unwrap();
+            let want = added_lines(headers, c, h);
+            let mut got: Vec<_> = lines.split_inclusive("\r\n").collect();
+            let mut want: Vec<_> = want.split_inclusive("\r\n").collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want, "host {h:?}");
+        }
+        // Values the map must merge or keep: no lines.
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+            let mut h = plain.clone();
+            h.insert(name, HeaderValue::from_static("x"));
+            assert!(
+                forwarding_lines(&h, &client, Some(&host)).is_none(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::{
     body::{BoxError, Progress, ProxyBody, RequestBody, Returning, UpstreamBody},
     error::ProxyError,
     hash::request_hash,
-    headers::{ClientAddr, add_forwarded, strip_hop_by_hop},
+    headers::{ClientAddr, add_forwarded, forwarding_lines, strip_hop_by_hop},
     pool::{self, SendError},
     route::RouteTable,
     server::{Activity, Busy},
@@ -32,7 +32,7 @@ use crate::{
     balance::{BalancerType, PickCtx},
     config::{PassHost, UpstreamProtocol},
     health::Attempt,
-    telemetry::{RequestTrace, RouteStats, Telemetry, traceparent_trace_id},
+    telemetry::{RequestTrace, RouteStats, Telemetry, TraceparentLine, traceparent_trace_id},
     upstream::Upstream,
 };
 
@@ -226,18 +226,38 @@ async fn forward(
     };
     // The client's host: its `Host` header (a cheap shared clone), or the
     // URI authority when it spoke HTTP/2.
-    let host = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    let (host, host_in_map) = match parts.headers.get(header::HOST) {
+        Some(h) => (Some(h.clone()), true),
+        None => (
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            false,
+        ),
     };
+    // A small or empty body is buffered so that a retry can send it again.
+    let replayable = body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= RETRY_BUFFER_BYTES);
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client, host.as_ref());
+    // The sidecar's own HTTP/1.1 client (buffered bodies) takes the
+    // forwarding fields as encoded lines; hyper's clients in the map.
+    let forwarding = if !h2 && replayable {
+        forwarding_lines(&parts.headers, client, host.as_ref())
+    } else {
+        None
+    };
+    if forwarding.is_none() {
+        add_forwarded(&mut parts.headers, client, host.as_ref());
+    }
     match cfg.pass_host {
         PassHost::Pass => {
-            if let Some(h) = host {
+            if let Some(h) = host
+                && !host_in_map
+            {
                 parts.headers.insert(header::HOST, h);
             }
         }
@@ -254,12 +274,6 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
 
-    // A small or empty body is buffered so that a retry can send it again.
-    let replayable = body.is_end_stream()
-        || body
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= RETRY_BUFFER_BYTES);
     let mut body = if replayable {
         let bytes = body
             .collect()
@@ -350,9 +364,14 @@ async fn forward(
                 .insert(header::HOST, endpoint.host.clone());
         }
 
+        // The sidecar's own HTTP/1.1 client writes the request head: the
+        // forwarding and trace context lines go there, not in the map.
+        let own_h1 = !h2 && matches!(req.body(), RequestBody::Buffered(_));
+        let mut context_line = None;
         let attempt_trace = trace.and_then(|t| {
             t.start_attempt(
                 req.headers_mut(),
+                own_h1.then_some(&mut context_line),
                 &parts.method,
                 &path,
                 &upstream.name,
@@ -382,6 +401,13 @@ async fn forward(
         } else if let RequestBody::Buffered(bytes) = req.body() {
             // The whole body is in hand: the sidecar's own connection.
             let (bytes, p) = (bytes.clone(), req.into_parts().0);
+            let lines = [
+                forwarding.as_deref().unwrap_or_default(),
+                context_line
+                    .as_ref()
+                    .map(TraceparentLine::as_bytes)
+                    .unwrap_or_default(),
+            ];
             let sent = pool::send_buffered(
                 &endpoint.state.idle,
                 endpoint.addr,
@@ -390,6 +416,7 @@ async fn forward(
                 &p.method,
                 path.as_str(),
                 &p.headers,
+                &lines,
                 bytes.as_ref(),
                 idempotent,
             );

@@ -318,6 +318,7 @@ pub(crate) async fn send_buffered(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    lines: &[&[u8]],
     body: Option<&Bytes>,
     idempotent: bool,
 ) -> Result<Response<H1Body>, SendError> {
@@ -330,7 +331,10 @@ pub(crate) async fn send_buffered(
                 false,
             ),
         };
-        if let Err(e) = conn.write_request(method, target, headers, body).await {
+        if let Err(e) = conn
+            .write_request(method, target, headers, lines, body)
+            .await
+        {
             if reused {
                 continue;
             }

@@ -102,18 +102,45 @@ pub(crate) fn parse_traceparent(v: &[u8]) -> Option<Parent> {
 
 /// The `traceparent` of a span: version 00, sampled flag only.
 pub(crate) fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
+    HeaderValue::from_bytes(&traceparent_bytes(trace_id, span_id, sampled))
+        .expect("hex digits and dashes are a valid header value")
+}
+
+/// A span's `traceparent` field as a line of an HTTP/1.1 request head
+/// (`traceparent: …\r\n`), formatted on the stack.
+pub(crate) struct TraceparentLine([u8; TRACEPARENT_LINE]);
+
+const TRACEPARENT_LINE: usize = b"traceparent: ".len() + 55 + 2;
+
+impl TraceparentLine {
+    pub(crate) fn new(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Self {
+        let mut out = [0; TRACEPARENT_LINE];
+        out[..13].copy_from_slice(b"traceparent: ");
+        out[13..68].copy_from_slice(&traceparent_bytes(trace_id, span_id, sampled));
+        out[68..].copy_from_slice(b"\r\n");
+        Self(out)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn traceparent_bytes(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    for i in 0..32 {
-        out[3 + i] = HEX[((trace_id.to_u128() >> (124 - 4 * i)) & 0xf) as usize];
+    for (i, b) in trace_id.to_u128().to_be_bytes().into_iter().enumerate() {
+        out[3 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[4 + 2 * i] = HEX[usize::from(b & 0xf)];
     }
-    for i in 0..16 {
-        out[36 + i] = HEX[((span_id.0 >> (60 - 4 * i)) & 0xf) as usize];
+    for (i, b) in span_id.0.to_be_bytes().into_iter().enumerate() {
+        out[36 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[37 + 2 * i] = HEX[usize::from(b & 0xf)];
     }
     if sampled {
         out[54] = b'1';
     }
-    HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
+    out
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
@@ -172,6 +199,10 @@ mod tests {
         assert_eq!(p.span_id.to_string(), "00f067aa0ba902b7");
         assert!(p.sampled);
         assert_eq!(traceparent(p.trace_id, p.span_id, true), GOOD);
+        assert_eq!(
+            TraceparentLine::new(p.trace_id, p.span_id, true).as_bytes(),
+            format!("traceparent: {GOOD}\r\n").as_bytes()
+        );
         let unsampled = traceparent(p.trace_id, p.span_id, false);
         assert_eq!(&unsampled.as_bytes()[53..], b"00");
         assert!(!parse_traceparent(unsampled.as_bytes()).unwrap().sampled);

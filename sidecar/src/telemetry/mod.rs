@@ -27,6 +27,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use self::export::ExportQueue;
 
 pub(crate) use self::{
+    context::TraceparentLine,
     export::ExportStats,
     request::{PendingSpan, ProxyTracer, RequestTrace, traceparent_trace_id},
     stats::{AttemptStats, CLASSES, RouteStats, RouteStatsStore, UpstreamStats},

@@ -166,6 +166,7 @@ fn a_traced_request_exports_both_spans_with_every_attribute() {
     let first = trace
         .start_attempt(
             &mut headers,
+            None,
             &parts.method,
             &path,
             &upstream,
@@ -185,6 +186,7 @@ fn a_traced_request_exports_both_spans_with_every_attribute() {
     trace
         .start_attempt(
             &mut headers,
+            None,
             &parts.method,
             &path,
             &upstream,
@@ -324,6 +326,7 @@ fn unsampled_requests_pass_their_context_on_and_export_nothing() {
     let path = http::uri::PathAndQuery::from_static("/");
     let attempt = trace.start_attempt(
         &mut headers,
+        None,
         &Method::GET,
         &path,
         &upstream,
@@ -384,6 +387,7 @@ fn cached_explanations_follow_health_and_new_endpoint_sets() {
         trace
             .start_attempt(
                 &mut HeaderMap::new(),
+                None,
                 &Method::GET,
                 &path,
                 &upstream,

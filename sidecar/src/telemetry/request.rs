@@ -21,7 +21,7 @@ use http::{
 
 use super::Telemetry;
 use super::{
-    context::{Parent, SpanId, TraceId, parse_traceparent, traceparent},
+    context::{Parent, SpanId, TraceId, TraceparentLine, parse_traceparent, traceparent},
     export::{ExportQueue, ExportStats, Record},
     otel::SamplerChoice,
 };
@@ -49,6 +49,9 @@ pub(crate) struct RequestTrace<'a> {
     trace_id: TraceId,
     span_id: SpanId,
     trace_state: Option<HeaderValue>,
+    /// Whether the request came with a `traceparent` (valid or not), which
+    /// the upstream must not get beside the sidecar's.
+    has_traceparent: bool,
     /// The record, while the span is sampled and not yet ended; boxed so
     /// that the request's future stays small when traces are off.
     span: Option<Box<ServerSpan>>,
@@ -172,10 +175,8 @@ impl ProxyTracer {
             self.export.untraced.fetch_add(1, Relaxed);
             return None;
         }
-        let parent: Option<Parent> = parts
-            .headers
-            .get(&TRACEPARENT)
-            .and_then(|v| parse_traceparent(v.as_bytes()));
+        let incoming = parts.headers.get(&TRACEPARENT);
+        let parent: Option<Parent> = incoming.and_then(|v| parse_traceparent(v.as_bytes()));
         let trace_id = parent.map_or_else(TraceId::random, |p| p.trace_id);
         let span_id = SpanId::random();
         let trace_state = parent.and_then(|_| parts.headers.get(&TRACESTATE).cloned());
@@ -208,6 +209,7 @@ impl ProxyTracer {
             trace_id,
             span_id,
             trace_state,
+            has_traceparent: incoming.is_some(),
             span,
         })
     }
@@ -231,12 +233,14 @@ impl<'a> RequestTrace<'a> {
 
     /// Starts the client span of attempt `attempt` (1 for the first) on
     /// `state.endpoints[pick.0]` and writes its trace context into
-    /// `headers`. An unsampled request passes the server span's context on,
-    /// flagged unsampled.
+    /// `headers`, or its `traceparent` into `line` when given (a request
+    /// head the sidecar writes itself). An unsampled request passes the
+    /// server span's context on, flagged unsampled.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_attempt(
         &self,
         headers: &mut HeaderMap,
+        line: Option<&mut Option<TraceparentLine>>,
         method: &Method,
         path: &PathAndQuery,
         upstream: &Arc<str>,
@@ -251,7 +255,17 @@ impl<'a> RequestTrace<'a> {
         } else {
             self.span_id
         };
-        headers.insert(&TRACEPARENT, traceparent(self.trace_id, span_id, sampled));
+        match line {
+            Some(line) => {
+                if self.has_traceparent {
+                    headers.remove(&TRACEPARENT);
+                }
+                *line = Some(TraceparentLine::new(self.trace_id, span_id, sampled));
+            }
+            None => {
+                headers.insert(&TRACEPARENT, traceparent(self.trace_id, span_id, sampled));
+            }
+        }
         if let Some(ts) = &self.trace_state {
             headers.insert(&TRACESTATE, ts.clone());
         }
