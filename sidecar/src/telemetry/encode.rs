@@ -80,14 +80,13 @@ struct SetBlocks {
 }
 
 impl Encoder {
-    /// Writes the export request of `batch` into `buf` (cleared first).
+    /// Writes the export request of `batch` at the end of `buf`.
     pub(crate) fn encode(&mut self, buf: &mut BytesMut, resource: &Resource, batch: &[Record]) {
         self.batch += 1;
         // A set that only this cache still holds can get no more spans.
         self.sets.retain(|_, s| Arc::strong_count(&s.state) > 1);
         self.routes
             .retain(|_, r| Arc::strong_count(&r.names.0) > 1 && Arc::strong_count(&r.names.1) > 1);
-        buf.clear();
         // About what a request's spans take: the buffer grows at most once.
         buf.reserve(1024 + batch.len() * 1536);
         let mut w = Writer(buf);

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use opentelemetry::Context;
 use opentelemetry_sdk::{
     Resource,
@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use super::{
     encode::Encoder,
     request::{ClientSpan, ServerSpan},
-    send::Sink,
+    send::{Framed, GRPC_PREFIX, Sink},
 };
 
 /// What the exporter did, for `/metrics`.
@@ -243,8 +243,10 @@ impl<S: Sink> Exporter<'_, S> {
     /// Encodes and sends `batch` (cleared after); an empty one probes the
     /// collector.
     async fn send(&mut self, batch: &mut Vec<Record>) -> Result<(), String> {
+        self.buf.clear();
+        self.buf.put_bytes(0, GRPC_PREFIX);
         self.encoder.encode(&mut self.buf, &self.resource, batch);
-        let body = self.buf.split().freeze();
+        let body = Framed::new(self.buf.split());
         let n = batch.len() as u64;
         batch.clear();
         let result = match tokio::time::timeout(self.timeout, self.sink.send(body)).await {

@@ -10,7 +10,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message as _;
 
 use super::*;
-use crate::telemetry::send::Accepted;
+use crate::telemetry::send::{Accepted, Framed};
 
 fn spans_in(body: &Bytes) -> u64 {
     let req = ExportTraceServiceRequest::decode(body.clone()).expect("valid OTLP");
@@ -25,7 +25,7 @@ fn spans_in(body: &Bytes) -> u64 {
 struct Stuck;
 
 impl Sink for Stuck {
-    async fn send(&mut self, _body: Bytes) -> Result<Accepted, String> {
+    async fn send(&mut self, _body: Framed) -> Result<Accepted, String> {
         std::future::pending().await
     }
 }
@@ -42,12 +42,12 @@ struct Flaky {
 }
 
 impl Sink for Flaky {
-    async fn send(&mut self, body: Bytes) -> Result<Accepted, String> {
+    async fn send(&mut self, body: Framed) -> Result<Accepted, String> {
         self.calls.fetch_add(1, Relaxed);
         if self.down.load(Relaxed) {
             return Err("connection refused".into());
         }
-        self.got.fetch_add(spans_in(&body), Relaxed);
+        self.got.fetch_add(spans_in(&body.message()), Relaxed);
         let rejected = self.reject.load(Relaxed);
         Ok(Accepted {
             rejected,

@@ -21,7 +21,7 @@ use super::{
     export::{BatchConfig, ExportQueue, ExportStats},
     otel::SamplerChoice,
     request::ProxyTracer,
-    send::{Accepted, Sink},
+    send::{Accepted, Framed, Sink},
 };
 use crate::{
     balance::{Balancer, BalancerType, PickCtx},
@@ -33,8 +33,8 @@ use crate::{
 struct Keep(Arc<Mutex<Vec<Bytes>>>);
 
 impl Sink for Keep {
-    async fn send(&mut self, body: Bytes) -> Result<Accepted, String> {
-        self.0.lock().expect("not poisoned").push(body);
+    async fn send(&mut self, body: Framed) -> Result<Accepted, String> {
+        self.0.lock().expect("not poisoned").push(body.message());
         Ok(Accepted::default())
     }
 }
