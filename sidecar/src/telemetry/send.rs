@@ -312,6 +312,8 @@ fn grpc_message(body: &[u8]) -> Result<&[u8], String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -343,6 +345,50 @@ mod tests {
         );
         h.insert(GRPC_STATUS, HeaderValue::from_static("x"));
         assert!(grpc_status(&h).unwrap_err().contains("answered x"));
+    }
+
+    /// A real gRPC server (tonic's, serving only the health service):
+    /// the export call reaches it and its "no such method" answer, which
+    /// comes as headers only, is named.
+    #[tokio::test]
+    async fn a_grpc_server_without_the_trace_service_is_named() {
+        use tokio_stream::wrappers::TcpListenerStream;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("bound");
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        let settings = TraceSettings {
+            endpoint: format!("http://{addr}"),
+            protocol: OtlpProtocol::Grpc,
+            headers: vec![("X-Tenant".into(), "a".into())],
+            service_name: "test".into(),
+            sampler: super::super::otel::SamplerChoice::ParentOn,
+            batch: super::super::export::BatchConfig {
+                queue: 10,
+                batch: 10,
+                interval: Duration::from_secs(60),
+                timeout: Duration::from_secs(10),
+            },
+        };
+        let mut collector = Collector::new(&settings).expect("valid settings");
+        let empty = Framed::new(BytesMut::from(&[0u8; GRPC_PREFIX][..]));
+        let err = collector
+            .send(empty)
+            .await
+            .expect_err("no trace service there");
+        assert!(err.contains("Unimplemented"), "{err}");
+        let _ = stop.send(());
+        server.await.expect("joined").expect("served");
     }
 
     #[test]
