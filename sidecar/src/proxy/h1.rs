@@ -19,7 +19,7 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{io::AsyncWriteExt, net::TcpStream, time::Sleep};
 
 use super::client::{ConnectionStats, OpenConn};
 
@@ -45,6 +45,10 @@ pub(crate) struct H1Conn {
     buf: BytesMut,
     /// The request being written; reused.
     out: Vec<u8>,
+    /// The timer of the exchange's deadline, kept between requests: moving
+    /// a registered timer's deadline later is an atomic store, where a new
+    /// one per request takes the timer wheel's lock twice.
+    pub(crate) deadline: Option<Pin<Box<Sleep>>>,
     _open: OpenConn,
 }
 
@@ -106,6 +110,7 @@ impl H1Conn {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
+            deadline: None,
             _open: OpenConn::new(stats),
         })
     }
@@ -382,6 +387,13 @@ impl H1Body {
             self.conn.take()
         } else {
             None
+        }
+    }
+
+    /// Gives the connection back its deadline timer, for its next request.
+    pub(crate) fn keep_deadline(&mut self, timer: Pin<Box<Sleep>>) {
+        if let Some(c) = &mut self.conn {
+            c.deadline = Some(timer);
         }
     }
 

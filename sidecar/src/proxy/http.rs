@@ -419,17 +419,21 @@ async fn forward(
                 &lines,
                 bytes.as_ref(),
                 idempotent,
+                Instant::now() + send + read,
             );
-            response_head(sent, None, send, read).await.map(|r| {
-                r.map(|resp| {
-                    let back = Returning {
-                        conn: None,
-                        limits: clients.http1,
-                    };
-                    (resp.map(UpstreamBody::H1), Some(back))
-                })
-                .map_err(SendFailure::from)
-            })
+            // The connection keeps its own deadline timer.
+            match sent.await {
+                Err(pool::SendError::Deadline) => Err(send + read),
+                r => Ok(r
+                    .map(|resp| {
+                        let back = Returning {
+                            conn: None,
+                            limits: clients.http1,
+                        };
+                        (resp.map(UpstreamBody::H1), Some(back))
+                    })
+                    .map_err(SendFailure::from)),
+            }
         } else {
             let sent = pool::send(
                 &endpoint.state.idle,

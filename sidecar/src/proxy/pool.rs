@@ -17,8 +17,10 @@ use std::{
     collections::VecDeque,
     fmt,
     net::SocketAddr,
+    pin::Pin,
     sync::{Arc, Mutex},
-    time::Duration,
+    task::Poll,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -27,7 +29,7 @@ use hyper::{
     body::Incoming,
     client::conn::http1::{Builder, SendRequest},
 };
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Sleep};
 
 use super::{
     body::RequestBody,
@@ -92,6 +94,9 @@ pub(crate) enum SendError {
     /// The exchange failed on one of the sidecar's own connections.
     #[error("{0}")]
     H1(#[from] H1Error),
+    /// No response head by the deadline [`send_buffered`] was given.
+    #[error("no response by the deadline")]
+    Deadline,
 }
 
 struct Idle<C> {
@@ -321,34 +326,60 @@ pub(crate) async fn send_buffered(
     lines: &[&[u8]],
     body: Option<&Bytes>,
     idempotent: bool,
+    deadline: Instant,
 ) -> Result<Response<H1Body>, SendError> {
     loop {
         let (mut conn, served, reused) = match idle.take_raw(limits) {
             Some((c, served)) => (c, served, true),
-            None => (
-                Box::pin(connect_raw(addr, limits.connect, stats)).await?,
-                0,
-                false,
-            ),
-        };
-        if let Err(e) = conn
-            .write_request(method, target, headers, lines, body)
-            .await
-        {
-            if reused {
-                continue;
+            None => {
+                let connect = Box::pin(connect_raw(addr, limits.connect, stats));
+                match tokio::time::timeout_at(deadline.into(), connect).await {
+                    Ok(c) => (c?, 0, false),
+                    Err(_) => return Err(SendError::Deadline),
+                }
             }
-            return Err(SendError::H1(e.into()));
-        }
-        match conn.read_head(method).await {
-            Ok(mut resp) => {
+        };
+        let mut timer = match conn.deadline.take() {
+            Some(mut t) => {
+                t.as_mut().reset(deadline.into());
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline.into())),
+        };
+        let exchange = async move {
+            if let Err(e) = conn
+                .write_request(method, target, headers, lines, body)
+                .await
+            {
+                return Err((H1Error::from(e), true));
+            }
+            conn.read_head(method).await.map_err(|e| (e, false))
+        };
+        match within(timer.as_mut(), exchange).await {
+            None => return Err(SendError::Deadline),
+            Some(Ok(mut resp)) => {
                 resp.body_mut().served = served + 1;
+                resp.body_mut().keep_deadline(timer);
                 return Ok(resp);
             }
-            Err(H1Error::Closed) if reused && idempotent => continue,
-            Err(e) => return Err(e.into()),
+            // A stale idle connection: the request goes on the next one.
+            Some(Err((_, true))) if reused => continue,
+            Some(Err((H1Error::Closed, false))) if reused && idempotent => continue,
+            Some(Err((e, _))) => return Err(e.into()),
         }
     }
+}
+
+/// `fut`'s output, or `None` if `timer` fires first.
+async fn within<F: Future>(mut timer: Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 async fn open_stream(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {
