@@ -274,7 +274,10 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
 
-    let mut body = if replayable {
+    let mut body = if body.is_end_stream() {
+        // No body (most GETs): nothing to collect.
+        Some(Body::Buffered(Bytes::new()))
+    } else if replayable {
         let bytes = body
             .collect()
             .await
