@@ -184,20 +184,20 @@ impl H1Conn {
     ) -> Result<Response<H1Body>, H1Error> {
         let mut got_any = false;
         loop {
-            if let Some((mut resp, version)) = parse_head(&mut self.buf)? {
+            if let Some((mut resp, version, seen)) = parse_head(&mut self.buf)? {
                 let status = resp.status();
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
-                let framing = framing(method, status, resp.headers())?;
-                if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+                let framing = framing(method, status, resp.headers(), seen)?;
+                if seen.transfer_encoding && seen.content_length {
                     // The transfer coding decides the length (RFC 9112 §6.3);
                     // a length beside it would mislead the client.
                     resp.headers_mut().remove(header::CONTENT_LENGTH);
                 }
                 let keep_alive = framing != Framing::Close
                     && status != StatusCode::SWITCHING_PROTOCOLS
-                    && keeps_alive(version, resp.headers());
+                    && keeps_alive(version, resp.headers(), seen);
                 let body = H1Body {
                     served: 0,
                     done: framing == Framing::Empty,
@@ -251,7 +251,17 @@ impl H1Conn {
 
 /// Parses a complete response head off the front of `buf`; `None` if more
 /// bytes are needed.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, u8)>, H1Error> {
+/// Which of the fields that frame a response its head has: noted while
+/// the head is parsed, so that the common response (a length, nothing
+/// else) costs no lookups for the others.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, u8, Seen)>, H1Error> {
     // Left uninitialised for httparse to fill: zeroing room for every
     // possible field cost more than parsing the few there are.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
@@ -282,11 +292,19 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, u8)>, H1Error>
     }
     let head = buf.split_to(n).freeze();
     let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
     for &(name, name_len, value, value_len) in &spans[..count] {
         let (name, name_len) = (name as usize, name_len as usize);
         let (value, value_len) = (value as usize, value_len as usize);
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| H1Error::Invalid("a field name".into()))?;
+        if name == header::CONTENT_LENGTH {
+            seen.content_length = true;
+        } else if name == header::TRANSFER_ENCODING {
+            seen.transfer_encoding = true;
+        } else if name == header::CONNECTION {
+            seen.connection = true;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
             .map_err(|_| H1Error::Invalid(format!("the value of {name}")))?;
         headers.append(name, value);
@@ -294,11 +312,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, u8)>, H1Error>
     let mut out = Response::new(());
     *out.status_mut() = status;
     *out.headers_mut() = headers;
-    Ok(Some((out, version)))
+    Ok(Some((out, version, seen)))
 }
 
 /// How the body of a response with `status` to `method` is delimited.
-fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, H1Error> {
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    seen: Seen,
+) -> Result<Framing, H1Error> {
     if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -306,10 +329,15 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<F
     {
         return Ok(Framing::Empty);
     }
-    if let Some(te) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
+    if let Some(te) = seen
+        .transfer_encoding
+        .then(|| {
+            headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .next_back()
+        })
+        .flatten()
     {
         let last = te
             .as_bytes()
@@ -324,7 +352,10 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<F
         });
     }
     let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
+    let lengths = seen
+        .content_length
+        .then(|| headers.get_all(header::CONTENT_LENGTH));
+    for v in lengths.iter().flatten() {
         for part in v.as_bytes().split(|&b| b == b',') {
             let n = std::str::from_utf8(part.trim_ascii())
                 .ok()
@@ -345,8 +376,11 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<F
 }
 
 /// Whether the connection stays open after this response.
-fn keeps_alive(version: u8, headers: &HeaderMap) -> bool {
+fn keeps_alive(version: u8, headers: &HeaderMap, seen: Seen) -> bool {
     let mut close = version == 0;
+    if !seen.connection {
+        return !close;
+    }
     for v in headers.get_all(header::CONNECTION) {
         for token in v.as_bytes().split(|&b| b == b',') {
             let token = token.trim_ascii();
@@ -599,45 +633,54 @@ impl Body for H1Body {
 mod tests {
     use super::*;
 
-    fn head(text: &str) -> (Response<()>, u8) {
+    fn head(text: &str) -> (Response<()>, u8, Seen) {
         let mut buf = BytesMut::from(text.as_bytes());
         parse_head(&mut buf).expect("valid").expect("complete")
     }
 
     #[test]
     fn heads_parse_and_frame() {
-        let (r, v) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello");
+        let (r, v, s) = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello");
         assert_eq!((r.status(), v), (StatusCode::OK, 1));
         assert_eq!(r.headers()["x-a"], "b");
         assert_eq!(
-            framing(&Method::GET, r.status(), r.headers()).unwrap(),
+            framing(&Method::GET, r.status(), r.headers(), s).unwrap(),
             Framing::Length(5)
         );
         assert_eq!(
-            framing(&Method::HEAD, r.status(), r.headers()).unwrap(),
+            framing(&Method::HEAD, r.status(), r.headers(), s).unwrap(),
             Framing::Empty
         );
-        let (r, v) = head("HTTP/1.0 200 OK\r\n\r\n");
+        let (r, v, s) = head("HTTP/1.0 200 OK\r\n\r\n");
         assert_eq!(
-            framing(&Method::GET, r.status(), r.headers()).unwrap(),
+            framing(&Method::GET, r.status(), r.headers(), s).unwrap(),
             Framing::Close
         );
-        assert!(!keeps_alive(v, r.headers()));
-        let (r, v) = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
+        assert!(!keeps_alive(v, r.headers(), s));
+        let (r, v, s) = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
         assert_eq!(
-            framing(&Method::GET, r.status(), r.headers()).unwrap(),
+            framing(&Method::GET, r.status(), r.headers(), s).unwrap(),
             Framing::Chunked(Chunk::Size)
         );
-        assert!(keeps_alive(v, r.headers()));
-        let (r, _) = head("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n");
+        assert!(keeps_alive(v, r.headers(), s));
+        let (r, _, s) = head("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n");
         assert_eq!(
-            framing(&Method::GET, r.status(), r.headers()).unwrap(),
+            framing(&Method::GET, r.status(), r.headers(), s).unwrap(),
             Framing::Empty
         );
-        let (r, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n");
-        assert!(framing(&Method::GET, r.status(), r.headers()).is_err());
-        let (r, v) = head("HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 1\r\n\r\n");
-        assert!(!keeps_alive(v, r.headers()));
+        let (r, _, s) = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n");
+        assert!(framing(&Method::GET, r.status(), r.headers(), s).is_err());
+        let (r, v, s) = head("HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 1\r\n\r\n");
+        assert!(!keeps_alive(v, r.headers(), s));
+        // Field names in any case are the same fields.
+        let (r, v, s) = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTRANSFER-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            framing(&Method::GET, r.status(), r.headers(), s).unwrap(),
+            Framing::Chunked(Chunk::Size)
+        );
+        assert!(s.content_length && !keeps_alive(v, r.headers(), s));
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-le"[..]);
         assert!(parse_head(&mut partial).expect("valid so far").is_none());
         let mut bad = BytesMut::from(&b"HTTP/1.1 2x0 OK\r\n\r\n"[..]);
