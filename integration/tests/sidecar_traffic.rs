@@ -178,6 +178,31 @@ async fn forwarded_headers_reach_the_backend_and_hop_by_hop_headers_do_not() -> 
                 "the client's Connection header reached the backend:\n{shown}"
             );
 
+            // Without forwarding fields of its own, a request gets each
+            // once; a Forwarded element it brings stays, before ours.
+            let req = http_request(Method::GET, http, "/headers")
+                .header(header::HOST, "app.example")
+                .header(header::FORWARDED, "for=192.0.2.7")
+                .body(empty_body())?;
+            let reply = HttpClient::http1().send(req).await?.ok()?;
+            let lines = header_lines(&reply.text());
+            let shown = reply.text();
+            for (name, want) in [
+                ("x-forwarded-for", vec!["127.0.0.1"]),
+                ("x-forwarded-proto", vec!["http"]),
+                ("x-forwarded-host", vec!["app.example"]),
+                (
+                    "forwarded",
+                    vec!["for=192.0.2.7", "for=127.0.0.1;proto=http;host=app.example"],
+                ),
+                ("host", vec!["app.example"]),
+            ] {
+                ensure!(
+                    header(&lines, name) == want,
+                    "{name} should be {want:?}; the backend saw:\n{shown}"
+                );
+            }
+
             // Over h2c the client is added as well.
             let reply = HttpClient::h2c().get(http, "/headers").await?.ok()?;
             let lines = header_lines(&reply.text());
