@@ -313,7 +313,9 @@ pub(crate) async fn send(
 /// An idle connection the endpoint closed meanwhile is noticed when taken,
 /// or when writing to it fails, or, for an idempotent request, when it
 /// ends before any byte of an answer; the request then goes on the next
-/// connection.
+/// connection. `lines` are head fields already encoded, written after
+/// `headers`. [`SendError::Deadline`] when no response head has come by
+/// `deadline` (connecting included).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_buffered(
     idle: &IdleConns,
