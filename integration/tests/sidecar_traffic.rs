@@ -211,6 +211,12 @@ async fn forwarded_headers_reach_the_backend_and_hop_by_hop_headers_do_not() -> 
                 "h2c: the backend saw:\n{}",
                 reply.text()
             );
+            // The client's authority becomes the one Host.
+            ensure!(
+                header(&lines, "host") == [http.to_string()],
+                "h2c: Host should be the client's authority {http}; the backend saw:\n{}",
+                reply.text()
+            );
             Ok(())
         }
         .await,

@@ -40,9 +40,10 @@ pub(crate) struct ClientAddr {
     /// The first host seen on the connection and `forwarded` with its
     /// `host=`: reused by the later requests naming the same host.
     with_host: OnceLock<(HeaderValue, HeaderValue)>,
-    /// The first host seen on the connection (or none) and the encoded
-    /// forwarding lines for it: see [`forwarding_lines`].
-    lines: OnceLock<(Option<HeaderValue>, Bytes)>,
+    /// The first host seen on the connection (or none), whether `Host`
+    /// was among the lines, and the encoded forwarding lines for it: see
+    /// [`forwarding_lines`].
+    lines: OnceLock<(Option<HeaderValue>, bool, Bytes)>,
 }
 
 impl ClientAddr {
@@ -169,13 +170,15 @@ pub(crate) fn add_forwarded(
 }
 
 /// The forwarding fields [`add_forwarded`] would add to `headers`, as
-/// encoded header lines (`name: value\r\n`) for an HTTP/1.1 request head;
-/// `None` when the request already carries `X-Forwarded-For`, `-Proto` or
-/// `-Host`, whose values the map must then merge or keep.
+/// encoded header lines (`name: value\r\n`) for an HTTP/1.1 request head,
+/// after a `Host` line for `host` when `with_host`; `None` when the request
+/// already carries `X-Forwarded-For`, `-Proto` or `-Host`, whose values the
+/// map must then merge or keep.
 pub(crate) fn forwarding_lines(
     headers: &HeaderMap,
     client: &ClientAddr,
     host: Option<&HeaderValue>,
+    with_host: bool,
 ) -> Option<Bytes> {
     // One walk over the few names beats hashing three custom ones.
     if headers
@@ -185,26 +188,29 @@ pub(crate) fn forwarding_lines(
         return None;
     }
     match client.lines.get() {
-        Some((seen, lines)) if seen.as_ref() == host => Some(lines.clone()),
+        Some((seen, w, lines)) if seen.as_ref() == host && *w == with_host => Some(lines.clone()),
         seen => {
-            let lines = encode_forwarding(client, host);
+            let lines = encode_forwarding(client, host, with_host);
             if seen.is_none() {
-                let _ = client.lines.set((host.cloned(), lines.clone()));
+                let _ = client.lines.set((host.cloned(), with_host, lines.clone()));
             }
             Some(lines)
         }
     }
 }
 
-fn encode_forwarding(client: &ClientAddr, host: Option<&HeaderValue>) -> Bytes {
+fn encode_forwarding(client: &ClientAddr, host: Option<&HeaderValue>, with_host: bool) -> Bytes {
     let fwd = forwarded_value(client, host);
-    let mut out = BytesMut::with_capacity(128);
+    let mut out = BytesMut::with_capacity(160);
     let mut line = |name: &HeaderName, value: &HeaderValue| {
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     };
+    if with_host && let Some(h) = host {
+        line(&header::HOST, h);
+    }
     line(&X_FORWARDED_FOR, &client.ip);
     line(&header::FORWARDED, &fwd);
     line(&X_FORWARDED_PROTO, &HeaderValue::from_static("http"));
@@ -353,7 +359,8 @@ mod tests {
             (&with_forwarded, &client, Some(&host)),
             (&plain, &v6, None),
         ] {
-            let lines = forwarding_lines(headers, c, h).expect("no X-Forwarded-* in the request");
+            let lines =
+                forwarding_lines(headers, c, h, false).expect("no X-Forwarded-* in the request");
             let lines = std::str::from_utf8(&lines).unwrap();
             let want = added_lines(headers, c, h);
             let mut got: Vec<_> = lines.split_inclusive("\r\n").collect();
@@ -362,12 +369,18 @@ mod tests {
             want.sort_unstable();
             assert_eq!(got, want, "host {h:?}");
         }
+        // With the host as a field of its own (an HTTP/2 client's authority),
+        // first; the connection's cached lines follow the choice.
+        let with = forwarding_lines(&plain, &v6, Some(&host), true).expect("lines");
+        assert!(with.starts_with(b"host: a.example\r\nx-forwarded-for: ::1\r\n"));
+        let without = forwarding_lines(&plain, &v6, Some(&host), false).expect("lines");
+        assert_eq!(&with[b"host: a.example\r\n".len()..], &without[..]);
         // Values the map must merge or keep: no lines.
         for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
             let mut h = plain.clone();
             h.insert(name, HeaderValue::from_static("x"));
             assert!(
-                forwarding_lines(&h, &client, Some(&host)).is_none(),
+                forwarding_lines(&h, &client, Some(&host), false).is_none(),
                 "{name}"
             );
         }

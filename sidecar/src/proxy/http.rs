@@ -244,12 +244,15 @@ async fn forward(
             .is_some_and(|n| n <= RETRY_BUFFER_BYTES);
     strip_hop_by_hop(&mut parts.headers);
     // The sidecar's own HTTP/1.1 client (buffered bodies) takes the
-    // forwarding fields as encoded lines; hyper's clients in the map.
+    // forwarding fields as encoded lines, with `Host` when an HTTP/2
+    // client gave it as the URI's authority; hyper's clients in the map.
+    let host_field = !host_in_map && host.is_some() && matches!(cfg.pass_host, PassHost::Pass);
     let forwarding = if !h2 && replayable {
-        forwarding_lines(&parts.headers, client, host.as_ref())
+        forwarding_lines(&parts.headers, client, host.as_ref(), host_field)
     } else {
         None
     };
+    let host_in_lines = host_field && forwarding.is_some();
     if forwarding.is_none() {
         add_forwarded(&mut parts.headers, client, host.as_ref());
     }
@@ -257,6 +260,7 @@ async fn forward(
         PassHost::Pass => {
             if let Some(h) = host
                 && !host_in_map
+                && !host_in_lines
             {
                 parts.headers.insert(header::HOST, h);
             }
@@ -362,7 +366,9 @@ async fn forward(
         } else {
             Version::HTTP_11
         };
-        if matches!(cfg.pass_host, PassHost::Node) || !req.headers().contains_key(header::HOST) {
+        if matches!(cfg.pass_host, PassHost::Node)
+            || !(host_in_lines || req.headers().contains_key(header::HOST))
+        {
             req.headers_mut()
                 .insert(header::HOST, endpoint.host.clone());
         }
