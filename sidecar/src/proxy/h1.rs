@@ -157,7 +157,7 @@ impl H1Conn {
         let len = body.map_or(0, Bytes::len);
         if len > 0 || headers.contains_key(header::CONTENT_LENGTH) || expects_body(method) {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(len as u64, &mut [0; 20]));
+            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -249,8 +249,6 @@ impl H1Conn {
     }
 }
 
-/// Parses a complete response head off the front of `buf`; `None` if more
-/// bytes are needed.
 /// Which of the fields that frame a response its head has: noted while
 /// the head is parsed, so that the common response (a length, nothing
 /// else) costs no lookups for the others.
@@ -261,6 +259,8 @@ struct Seen {
     connection: bool,
 }
 
+/// Parses a complete response head off the front of `buf`; `None` if more
+/// bytes are needed.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<(Response<()>, u8, Seen)>, H1Error> {
     // Left uninitialised for httparse to fill: zeroing room for every
     // possible field cost more than parsing the few there are.
@@ -329,15 +329,11 @@ fn framing(
     {
         return Ok(Framing::Empty);
     }
-    if let Some(te) = seen
-        .transfer_encoding
-        .then(|| {
-            headers
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-        })
-        .flatten()
+    if seen.transfer_encoding
+        && let Some(te) = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
     {
         let last = te
             .as_bytes()
@@ -351,11 +347,11 @@ fn framing(
             Framing::Close
         });
     }
+    if !seen.content_length {
+        return Ok(Framing::Close);
+    }
     let mut length = None;
-    let lengths = seen
-        .content_length
-        .then(|| headers.get_all(header::CONTENT_LENGTH));
-    for v in lengths.iter().flatten() {
+    for v in headers.get_all(header::CONTENT_LENGTH) {
         for part in v.as_bytes().split(|&b| b == b',') {
             let n = std::str::from_utf8(part.trim_ascii())
                 .ok()
@@ -397,18 +393,6 @@ fn keeps_alive(version: u8, headers: &HeaderMap, seen: Seen) -> bool {
 /// Methods whose requests say their length even when empty.
 fn expects_body(m: &Method) -> bool {
     matches!(*m, Method::POST | Method::PUT | Method::PATCH)
-}
-
-fn itoa(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 // === impl H1Body ===

@@ -246,8 +246,9 @@ async fn forward(
     // The sidecar's own HTTP/1.1 client (buffered bodies) takes the
     // forwarding fields as encoded lines, with `Host` when an HTTP/2
     // client gave it as the URI's authority; hyper's clients in the map.
+    let own_h1 = !h2 && replayable;
     let host_field = !host_in_map && host.is_some() && matches!(cfg.pass_host, PassHost::Pass);
-    let forwarding = if !h2 && replayable {
+    let forwarding = if own_h1 {
         forwarding_lines(&parts.headers, client, host.as_ref(), host_field)
     } else {
         None
@@ -374,8 +375,7 @@ async fn forward(
         }
 
         // The sidecar's own HTTP/1.1 client writes the request head: the
-        // forwarding and trace context lines go there, not in the map.
-        let own_h1 = !h2 && matches!(req.body(), RequestBody::Buffered(_));
+        // trace context line goes there, not in the map.
         let mut context_line = None;
         let attempt_trace = trace.and_then(|t| {
             t.start_attempt(

@@ -17,9 +17,7 @@ use std::{
     collections::VecDeque,
     fmt,
     net::SocketAddr,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -29,7 +27,7 @@ use hyper::{
     body::Incoming,
     client::conn::http1::{Builder, SendRequest},
 };
-use tokio::{net::TcpStream, time::Sleep};
+use tokio::net::TcpStream;
 
 use super::{
     body::RequestBody,
@@ -357,7 +355,12 @@ pub(crate) async fn send_buffered(
             }
             conn.read_head(method).await.map_err(|e| (e, false))
         };
-        match within(timer.as_mut(), exchange).await {
+        let done = tokio::select! {
+            biased;
+            done = exchange => Some(done),
+            () = timer.as_mut() => None,
+        };
+        match done {
             None => return Err(SendError::Deadline),
             Some(Ok(mut resp)) => {
                 resp.body_mut().served = served + 1;
@@ -370,18 +373,6 @@ pub(crate) async fn send_buffered(
             Some(Err((e, _))) => return Err(e.into()),
         }
     }
-}
-
-/// `fut`'s output, or `None` if `timer` fires first.
-async fn within<F: Future>(mut timer: Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
 }
 
 async fn open_stream(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, SendError> {

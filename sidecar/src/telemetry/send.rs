@@ -252,7 +252,8 @@ pub(crate) fn partial_success(answer: &[u8]) -> Result<Accepted, String> {
 const GRPC_STATUS: &str = "grpc-status";
 
 /// `Err` with the collector's status and message unless `grpc-status` in
-/// `headers` is absent or 0 (OK).
+/// `headers` is absent or 0 (OK). Not tonic's `Status::from_header_map`:
+/// it panics on a malformed `grpc-status-details`, which a collector may send.
 fn grpc_status(headers: &HeaderMap) -> Result<(), String> {
     let Some(code) = headers.get(GRPC_STATUS) else {
         return Ok(());

@@ -63,18 +63,8 @@ impl Text {
         self.len = end;
     }
 
-    pub(crate) fn push_uint(&mut self, mut v: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..]);
+    pub(crate) fn push_uint(&mut self, v: u64) {
+        self.push(itoa::Buffer::new().format(v).as_bytes());
     }
 
     pub(crate) fn as_str(&self) -> &str {
