@@ -28,6 +28,10 @@ use crate::{
     upstream::{Health, UpstreamState},
 };
 
+/// The caches' hasher: their keys are addresses of our own values, so
+/// there is no untrusted input to defend against.
+type Fast = foldhash::fast::RandomState;
+
 /// The instrumentation scope of every span.
 pub(crate) const SCOPE: &str = "tributary-sidecar";
 
@@ -47,12 +51,17 @@ const IS_REMOTE: u32 = 0x200;
 #[derive(Default)]
 pub(crate) struct Encoder {
     /// Encoded attributes per endpoint set, keyed by the set's address.
-    sets: HashMap<usize, SetBlocks>,
+    sets: HashMap<usize, SetBlocks, Fast>,
     /// Encoded route attributes per route and upstream name, keyed by
     /// their addresses.
-    routes: HashMap<(usize, usize), RouteBlock>,
+    routes: HashMap<(usize, usize), RouteBlock, Fast>,
     /// The address attributes of the last client seen.
     client: Option<(IpAddr, Box<[u8]>)>,
+    /// The server span attributes most requests share, for the last
+    /// combination seen.
+    request_common: Option<RequestCommon>,
+    /// The attempt span attributes most attempts share, likewise.
+    attempt_common: Option<AttemptCommon>,
     /// Counts batches, so that health is checked once per batch.
     batch: u64,
 }
@@ -61,6 +70,29 @@ pub(crate) struct Encoder {
 struct RouteBlock {
     /// Held so that the addresses keying this entry stay these names'.
     names: (Arc<str>, Arc<str>),
+    block: Box<[u8]>,
+}
+
+/// A server span's method, protocol, host, user agent and status, and
+/// their encoded attributes.
+struct RequestCommon {
+    method: Method,
+    version: Version,
+    host: Option<Box<str>>,
+    user_agent: Option<Box<str>>,
+    status: Option<u16>,
+    block: Box<[u8]>,
+}
+
+/// An attempt span's method, attempt number, balancer panic and answer,
+/// and their encoded attributes.
+struct AttemptCommon {
+    method: Method,
+    attempt: usize,
+    panic: bool,
+    /// The status and whether the attempt was retried, when it was
+    /// answered.
+    answer: Option<(u16, bool)>,
     block: Box<[u8]>,
 }
 
@@ -140,7 +172,29 @@ impl Encoder {
     }
 
     fn server(&mut self, w: &mut Writer<'_>, s: &ServerSpan) {
-        server(w, s);
+        server_head(w, s);
+        let host = request_host(s);
+        let user_agent = s.user_agent.as_ref().and_then(|v| v.to_str().ok());
+        let same = self.request_common.as_ref().is_some_and(|c| {
+            c.method == s.method
+                && c.version == s.version
+                && c.status == s.status
+                && c.host.as_deref() == host
+                && c.user_agent.as_deref() == user_agent
+        });
+        if !same {
+            self.request_common = Some(RequestCommon {
+                method: s.method.clone(),
+                version: s.version,
+                host: host.map(Into::into),
+                user_agent: user_agent.map(Into::into),
+                status: s.status,
+                block: cached(|w| request_attrs(w, s, host, user_agent)),
+            });
+        }
+        if let Some(c) = &self.request_common {
+            w.0.extend_from_slice(&c.block);
+        }
         let ip = s.client.ip();
         if self.client.as_ref().is_none_or(|(last, _)| *last != ip) {
             self.client = Some((ip, cached(|w| client_attrs(w, ip))));
@@ -157,11 +211,34 @@ impl Encoder {
             block: cached(|w| route_attrs(w, s)),
         });
         w.0.extend_from_slice(&route.block);
+        server_tail(w, s);
     }
 
     fn client(&mut self, w: &mut Writer<'_>, s: &ClientSpan) {
         if !client_head(w, s) {
             return;
+        }
+        let answer = match s.outcome {
+            AttemptOutcome::Answered { status, retried } => Some((status, retried)),
+            _ => None,
+        };
+        let same = self.attempt_common.as_ref().is_some_and(|c| {
+            c.method == s.method
+                && c.attempt == s.attempt
+                && c.panic == s.panic
+                && c.answer == answer
+        });
+        if !same {
+            self.attempt_common = Some(AttemptCommon {
+                method: s.method.clone(),
+                attempt: s.attempt,
+                panic: s.panic,
+                answer,
+                block: cached(|w| attempt_attrs(w, s, answer)),
+            });
+        }
+        if let Some(c) = &self.attempt_common {
+            w.0.extend_from_slice(&c.block);
         }
         let set = self.set(s);
         let block = set.endpoint[s.chosen].get_or_insert_with(|| cached(|w| endpoint_attrs(w, s)));
@@ -207,8 +284,9 @@ fn route_attrs(w: &mut Writer<'_>, s: &ServerSpan) {
     attr_str(w, "tributary.upstream", &s.upstream);
 }
 
-/// The server span's own fields and per-request attributes.
-fn server(w: &mut Writer<'_>, s: &ServerSpan) {
+/// The server span's own fields and the attributes that change with
+/// every request.
+fn server_head(w: &mut Writer<'_>, s: &ServerSpan) {
     w.bytes(1, &s.trace_id.to_bytes());
     w.bytes(2, &s.span_id.to_bytes());
     if let Some(ts) = &s.trace_state {
@@ -221,30 +299,44 @@ fn server(w: &mut Writer<'_>, s: &ServerSpan) {
     w.uint(6, SERVER);
     w.fixed64(7, nanos(s.start));
     w.fixed64(8, nanos(s.end));
-    attr_str(w, "http.request.method", method_value(&s.method));
     attr_str(w, "url.path", s.uri.path());
-    attr_str(w, "network.protocol.version", protocol_version(s.version));
     attr_int(w, "network.peer.port", i64::from(s.client.port()));
     if let Some(q) = s.uri.query() {
         attr_str(w, "url.query", q);
     }
-    let host = match (s.uri.host(), &s.host) {
+}
+
+/// The host a server span names: the URI's, else the `Host` header's.
+fn request_host(s: &ServerSpan) -> Option<&str> {
+    match (s.uri.host(), &s.host) {
         (Some(h), _) => Some(h),
         (None, Some(h)) => h.to_str().ok().map(strip_port),
         (None, None) => None,
-    };
+    }
+}
+
+/// The server span attributes that most requests share.
+fn request_attrs(w: &mut Writer<'_>, s: &ServerSpan, host: Option<&str>, user_agent: Option<&str>) {
+    attr_str(w, "http.request.method", method_value(&s.method));
+    attr_str(w, "network.protocol.version", protocol_version(s.version));
     if let Some(h) = host {
         attr_str(w, "server.address", h);
     }
-    if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+    if let Some(ua) = user_agent {
         attr_str(w, "user_agent.original", ua);
     }
     if let Some(status) = s.status {
         attr_int(w, "http.response.status_code", i64::from(status));
-        if status >= 500 {
-            attr_fmt(w, "error.type", format_args!("{status}"));
-            error_status(w, s.error.as_deref().unwrap_or_default());
-        }
+    }
+}
+
+/// The server span's error, if any, and its flags.
+fn server_tail(w: &mut Writer<'_>, s: &ServerSpan) {
+    if let Some(status) = s.status
+        && status >= 500
+    {
+        attr_fmt(w, "error.type", format_args!("{status}"));
+        error_status(w, s.error.as_deref().unwrap_or_default());
     }
     w.fixed32(
         16,
@@ -268,7 +360,6 @@ fn client_head(w: &mut Writer<'_>, s: &ClientSpan) -> bool {
     let Some(endpoint) = s.state.endpoints.get(s.chosen) else {
         return false;
     };
-    attr_str(w, "http.request.method", method_value(&s.method));
     w.message(9, |w| {
         w.str(1, "url.full");
         w.message(2, |w| {
@@ -282,12 +373,25 @@ fn client_head(w: &mut Writer<'_>, s: &ClientSpan) -> bool {
             );
         });
     });
+    true
+}
+
+/// The attempt span attributes that most attempts share: the method, the
+/// attempt number, the balancer's panic, and the status it was answered
+/// with.
+fn attempt_attrs(w: &mut Writer<'_>, s: &ClientSpan, answer: Option<(u16, bool)>) {
+    attr_str(w, "http.request.method", method_value(&s.method));
     attr_int(w, "tributary.attempt", s.attempt as i64);
     attr_bool(w, "tributary.balancer.panic", s.panic);
     if s.attempt > 1 {
         attr_int(w, "http.request.resend_count", (s.attempt - 1) as i64);
     }
-    true
+    if let Some((status, retried)) = answer {
+        attr_int(w, "http.response.status_code", i64::from(status));
+        if retried {
+            attr_bool(w, "tributary.retried", true);
+        }
+    }
 }
 
 /// What the attempt span says of its endpoint and endpoint set: the same
@@ -327,11 +431,7 @@ fn endpoint_attrs(w: &mut Writer<'_>, s: &ClientSpan) {
 fn client_tail(w: &mut Writer<'_>, s: &ClientSpan) {
     match &s.outcome {
         AttemptOutcome::Unfinished => {}
-        AttemptOutcome::Answered { status, retried } => {
-            attr_int(w, "http.response.status_code", i64::from(*status));
-            if *retried {
-                attr_bool(w, "tributary.retried", true);
-            }
+        AttemptOutcome::Answered { status, .. } => {
             if *status >= 500 {
                 attr_fmt(w, "error.type", format_args!("{status}"));
                 error_status(w, "");
