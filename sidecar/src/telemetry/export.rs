@@ -23,6 +23,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{
     encode::Encoder,
+    recycle::{Pooled, Recycler},
     request::{ClientSpan, ServerSpan},
     send::{Framed, GRPC_PREFIX, Sink},
 };
@@ -64,10 +65,28 @@ pub(crate) struct BatchConfig {
 /// A finished span waiting for export.
 #[derive(Debug)]
 pub(crate) enum Record {
-    Server(Box<ServerSpan>),
-    Client(Box<ClientSpan>),
+    Server(Pooled<ServerSpan>),
+    Client(Pooled<ClientSpan>),
     /// A span of the SDK's tracer (discovery updates).
     Sdk(Box<SpanData>),
+}
+
+/// The boxes of exported request and attempt records, for new ones.
+#[derive(Debug)]
+pub(crate) struct Boxes {
+    pub(crate) server: Recycler<ServerSpan>,
+    pub(crate) client: Recycler<ClientSpan>,
+}
+
+impl Boxes {
+    /// Drops `record` and keeps its box.
+    fn recycle(&self, record: Record) {
+        match record {
+            Record::Server(s) => self.server.recycle(s),
+            Record::Client(s) => self.client.recycle(s),
+            Record::Sdk(_) => {}
+        }
+    }
 }
 
 /// The way into the export thread: its queue and its control channel.
@@ -81,6 +100,8 @@ pub(crate) struct ExportQueue {
     batch: usize,
     control: mpsc::UnboundedSender<Control>,
     stats: Arc<ExportStats>,
+    /// Where request and attempt records get their boxes.
+    pub(crate) boxes: Arc<Boxes>,
 }
 
 /// The SDK's span processor: hands the SDK's finished sampled spans
@@ -118,6 +139,12 @@ impl ExportQueue {
         let (control, ctrl_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread_stats = stats.clone();
+        // Enough for the records of a batch: they come back together.
+        let boxes = Arc::new(Boxes {
+            server: Recycler::new(cfg.batch),
+            client: Recycler::new(cfg.batch),
+        });
+        let thread_boxes = boxes.clone();
         std::thread::Builder::new()
             .name("otel-export".into())
             .spawn(move || {
@@ -147,6 +174,7 @@ impl ExportQueue {
                         encoder: Encoder::default(),
                         timeout: cfg.timeout,
                         stats: &thread_stats,
+                        boxes: &thread_boxes,
                     };
                     run(&mut exporter, rx, &thread_full, ctrl_rx, cfg).await;
                 });
@@ -161,6 +189,7 @@ impl ExportQueue {
             batch: cfg.batch.max(1),
             control,
             stats,
+            boxes,
         })
     }
 
@@ -237,6 +266,7 @@ struct Exporter<'a, S> {
     encoder: Encoder,
     timeout: Duration,
     stats: &'a ExportStats,
+    boxes: &'a Boxes,
 }
 
 impl<S: Sink> Exporter<'_, S> {
@@ -248,7 +278,9 @@ impl<S: Sink> Exporter<'_, S> {
         self.encoder.encode(&mut self.buf, &self.resource, batch);
         let body = Framed::new(self.buf.split());
         let n = batch.len() as u64;
-        batch.clear();
+        for r in batch.drain(..) {
+            self.boxes.recycle(r);
+        }
         let result = match tokio::time::timeout(self.timeout, self.sink.send(body)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),

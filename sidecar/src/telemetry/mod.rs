@@ -12,6 +12,7 @@ mod otel;
 mod pb;
 #[cfg(test)]
 mod pipeline_tests;
+mod recycle;
 mod request;
 mod send;
 mod stats;

@@ -24,6 +24,7 @@ use super::{
     context::{Parent, SpanId, TraceId, TraceparentLine, parse_traceparent, traceparent},
     export::{ExportQueue, ExportStats, Record},
     otel::SamplerChoice,
+    recycle::Pooled,
 };
 use crate::{balance::PickCtx, upstream::UpstreamState};
 
@@ -54,13 +55,13 @@ pub(crate) struct RequestTrace<'a> {
     has_traceparent: bool,
     /// The record, while the span is sampled and not yet ended; boxed so
     /// that the request's future stays small when traces are off.
-    span: Option<Box<ServerSpan>>,
+    span: Option<Pooled<ServerSpan>>,
 }
 
 /// The client span of one attempt (sampled requests only).
 pub(crate) struct AttemptTrace<'a> {
     tracer: &'a ProxyTracer,
-    span: Option<Box<ClientSpan>>,
+    span: Option<Pooled<ClientSpan>>,
 }
 
 /// What the request's log lines carry: its trace and span ids.
@@ -181,7 +182,7 @@ impl ProxyTracer {
         let span_id = SpanId::random();
         let trace_state = parent.and_then(|_| parts.headers.get(&TRACESTATE).cloned());
         let span = self.sampler.sample(parent.as_ref(), trace_id).then(|| {
-            Box::new(ServerSpan {
+            self.queue.boxes.server.fill(ServerSpan {
                 trace_id,
                 span_id,
                 parent: parent.map(|p| p.span_id),
@@ -277,7 +278,7 @@ impl<'a> RequestTrace<'a> {
         tried[..tried_len].copy_from_slice(&ctx.tried[..tried_len]);
         Some(AttemptTrace {
             tracer: self.tracer,
-            span: Some(Box::new(ClientSpan {
+            span: Some(self.tracer.queue.boxes.client.fill(ClientSpan {
                 trace_id: self.trace_id,
                 span_id,
                 parent: self.span_id,
@@ -336,7 +337,7 @@ impl<'a> RequestTrace<'a> {
 /// A server span waiting for its response body to end: queued for export
 /// when dropped, so that its duration covers the whole exchange.
 pub(crate) struct PendingSpan {
-    span: Option<Box<ServerSpan>>,
+    span: Option<Pooled<ServerSpan>>,
     telemetry: Arc<Telemetry>,
 }
 
