@@ -147,6 +147,38 @@ impl std::fmt::Debug for ClientSpan {
     }
 }
 
+/// The fields a server span reads from the request head.
+#[derive(Default)]
+struct Fields<'a> {
+    traceparent: Option<&'a HeaderValue>,
+    tracestate: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+}
+
+impl<'a> Fields<'a> {
+    /// The first value of each, found in one pass over the head (a head
+    /// has few fields; four map lookups hash four names).
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut f = Self::default();
+        for (name, value) in headers {
+            let slot = if name == http::header::HOST {
+                &mut f.host
+            } else if name == http::header::USER_AGENT {
+                &mut f.user_agent
+            } else if name == TRACEPARENT {
+                &mut f.traceparent
+            } else if name == TRACESTATE {
+                &mut f.tracestate
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        f
+    }
+}
+
 // === impl ProxyTracer ===
 
 impl ProxyTracer {
@@ -176,11 +208,12 @@ impl ProxyTracer {
             self.export.untraced.fetch_add(1, Relaxed);
             return None;
         }
-        let incoming = parts.headers.get(&TRACEPARENT);
+        let fields = Fields::of(&parts.headers);
+        let incoming = fields.traceparent;
         let parent: Option<Parent> = incoming.and_then(|v| parse_traceparent(v.as_bytes()));
         let trace_id = parent.map_or_else(TraceId::random, |p| p.trace_id);
         let span_id = SpanId::random();
-        let trace_state = parent.and_then(|_| parts.headers.get(&TRACESTATE).cloned());
+        let trace_state = parent.and(fields.tracestate).cloned();
         let span = self.sampler.sample(parent.as_ref(), trace_id).then(|| {
             self.queue.boxes.server.fill(ServerSpan {
                 trace_id,
@@ -195,9 +228,9 @@ impl ProxyTracer {
                 host: if parts.uri.host().is_some() {
                     None
                 } else {
-                    parts.headers.get(http::header::HOST).cloned()
+                    fields.host.cloned()
                 },
-                user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+                user_agent: fields.user_agent.cloned(),
                 client,
                 route: route.clone(),
                 upstream: upstream.clone(),
@@ -415,6 +448,23 @@ pub(crate) fn traceparent_trace_id(headers: &HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pass_finds_the_first_value_of_each_field() {
+        let mut h = HeaderMap::new();
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        assert!(Fields::of(&h).host.is_none());
+        h.append(&TRACEPARENT, HeaderValue::from_static("first"));
+        h.append(&TRACEPARENT, HeaderValue::from_static("second"));
+        h.insert(http::header::HOST, HeaderValue::from_static("example.test"));
+        h.insert(http::header::USER_AGENT, HeaderValue::from_static("curl"));
+        h.insert(&TRACESTATE, HeaderValue::from_static("k=v"));
+        let f = Fields::of(&h);
+        assert_eq!(f.traceparent.map(HeaderValue::as_bytes), Some(&b"first"[..]));
+        assert_eq!(f.tracestate.map(HeaderValue::as_bytes), Some(&b"k=v"[..]));
+        assert_eq!(f.host.map(HeaderValue::as_bytes), Some(&b"example.test"[..]));
+        assert_eq!(f.user_agent.map(HeaderValue::as_bytes), Some(&b"curl"[..]));
+    }
 
     #[test]
     fn trace_id_from_traceparent() {
