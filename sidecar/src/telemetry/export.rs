@@ -316,10 +316,13 @@ impl<S: Sink> Exporter<'_, S> {
         all: bool,
     ) -> bool {
         loop {
-            while batch.len() < size
-                && let Ok(r) = spans.try_recv()
-            {
-                batch.push(r);
+            // What is queued, taken at once: `recv_many` gives its permits
+            // back to the senders in one release, `try_recv` one by one
+            // (each a lock of the semaphore's waiter list). It waits only
+            // when the queue is empty, which `len` rules out.
+            let ready = spans.len().min(size.saturating_sub(batch.len()));
+            if ready > 0 {
+                spans.recv_many(batch, ready).await;
             }
             if batch.len() < size {
                 return !all || self.export(batch).await;

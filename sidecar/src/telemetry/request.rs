@@ -460,9 +460,15 @@ mod tests {
         h.insert(http::header::USER_AGENT, HeaderValue::from_static("curl"));
         h.insert(&TRACESTATE, HeaderValue::from_static("k=v"));
         let f = Fields::of(&h);
-        assert_eq!(f.traceparent.map(HeaderValue::as_bytes), Some(&b"first"[..]));
+        assert_eq!(
+            f.traceparent.map(HeaderValue::as_bytes),
+            Some(&b"first"[..])
+        );
         assert_eq!(f.tracestate.map(HeaderValue::as_bytes), Some(&b"k=v"[..]));
-        assert_eq!(f.host.map(HeaderValue::as_bytes), Some(&b"example.test"[..]));
+        assert_eq!(
+            f.host.map(HeaderValue::as_bytes),
+            Some(&b"example.test"[..])
+        );
         assert_eq!(f.user_agent.map(HeaderValue::as_bytes), Some(&b"curl"[..]));
     }
 
