@@ -13,7 +13,7 @@
 use std::{collections::HashMap, fmt::Write as _, net::IpAddr, sync::Arc, time::SystemTime};
 
 use bytes::BytesMut;
-use http::{Method, Version};
+use http::{HeaderValue, Method, Version};
 use opentelemetry::{Array, Value, trace::Status};
 use opentelemetry_sdk::{Resource, trace::SpanData};
 
@@ -78,8 +78,11 @@ struct RouteBlock {
 struct RequestCommon {
     method: Method,
     version: Version,
-    host: Option<Box<str>>,
-    user_agent: Option<Box<str>>,
+    /// The URI's host, and the `Host` and `User-Agent` fields as they came
+    /// (compared before they are validated).
+    uri_host: Option<Box<str>>,
+    host: Option<Box<[u8]>>,
+    user_agent: Option<Box<[u8]>>,
     status: Option<u16>,
     block: Box<[u8]>,
 }
@@ -173,12 +176,14 @@ impl Encoder {
 
     fn server(&mut self, w: &mut Writer<'_>, s: &ServerSpan) {
         server_head(w, s);
-        let host = request_host(s);
-        let user_agent = s.user_agent.as_ref().and_then(|v| v.to_str().ok());
+        let uri_host = s.uri.host();
+        let host = s.host.as_ref().map(HeaderValue::as_bytes);
+        let user_agent = s.user_agent.as_ref().map(HeaderValue::as_bytes);
         let same = self.request_common.as_ref().is_some_and(|c| {
             c.method == s.method
                 && c.version == s.version
                 && c.status == s.status
+                && c.uri_host.as_deref() == uri_host
                 && c.host.as_deref() == host
                 && c.user_agent.as_deref() == user_agent
         });
@@ -186,10 +191,11 @@ impl Encoder {
             self.request_common = Some(RequestCommon {
                 method: s.method.clone(),
                 version: s.version,
+                uri_host: uri_host.map(Into::into),
                 host: host.map(Into::into),
                 user_agent: user_agent.map(Into::into),
                 status: s.status,
-                block: cached(|w| request_attrs(w, s, host, user_agent)),
+                block: cached(|w| request_attrs(w, s)),
             });
         }
         if let Some(c) = &self.request_common {
@@ -316,13 +322,13 @@ fn request_host(s: &ServerSpan) -> Option<&str> {
 }
 
 /// The server span attributes that most requests share.
-fn request_attrs(w: &mut Writer<'_>, s: &ServerSpan, host: Option<&str>, user_agent: Option<&str>) {
+fn request_attrs(w: &mut Writer<'_>, s: &ServerSpan) {
     attr_str(w, "http.request.method", method_value(&s.method));
     attr_str(w, "network.protocol.version", protocol_version(s.version));
-    if let Some(h) = host {
+    if let Some(h) = request_host(s) {
         attr_str(w, "server.address", h);
     }
-    if let Some(ua) = user_agent {
+    if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
         attr_str(w, "user_agent.original", ua);
     }
     if let Some(status) = s.status {
