@@ -62,8 +62,12 @@ async fn bad_answers_are_clear_errors_and_the_set_is_kept() -> Result<()> {
     )
     .await?;
     let mut sub = Subscriber::watch(adapter.grpc(), "web").await?;
-    sub.wait_for(DEADLINE, false, "both instances", |s| s.len() == 2)
-        .await?;
+    // Both registered and passing: an instance the agent has not yet
+    // synced to the catalog whole must not change the set mid-test.
+    sub.wait_for(DEADLINE, false, "both instances healthy", |s| {
+        s.len() == 2 && s.values().all(|e| e.health == pb::Health::Healthy as i32)
+    })
+    .await?;
     let before = sub.set().clone();
 
     let real = br#"[{"Node": {"Node": "n", "Address": "127.0.0.1"}, "Service": {"ID": "x", "Port": 1}, "Checks": []}]"#;
@@ -127,8 +131,8 @@ async fn bad_answers_are_clear_errors_and_the_set_is_kept() -> Result<()> {
         );
         ensure!(
             sub.set() == &before,
-            "{what}: the set changed to {:?}",
-            sub.set().keys()
+            "{what}: the set changed from {before:?} to {:?}",
+            sub.set()
         );
         ensure!(
             adapter.process().try_exit()?.is_none(),
@@ -140,8 +144,8 @@ async fn bad_answers_are_clear_errors_and_the_set_is_kept() -> Result<()> {
         adapter.explain(next_status(&mut sub, seen, pb::SyncState::Recovered).await)?;
         ensure!(
             sub.set() == &before,
-            "{what}: after recovery the set is {:?}",
-            sub.set().keys()
+            "{what}: after recovery the set changed from {before:?} to {:?}",
+            sub.set()
         );
         println!("{what}: {message}");
     }
