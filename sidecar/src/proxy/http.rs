@@ -444,13 +444,17 @@ async fn forward(
                     .map_err(SendFailure::from)),
             }
         } else {
-            let sent = pool::send(
+            // Boxed: the largest future of the three paths, and the rarest
+            // (a body too large to keep for a retry). Inline, every
+            // request's future carried its 1.2 KB, and HTTP/2 streams,
+            // each a task of its own, move that future whole several times.
+            let sent = Box::pin(pool::send(
                 &endpoint.state.idle,
                 endpoint.addr,
                 clients.http1,
                 &clients.conns,
                 req,
-            );
+            ));
             response_head(sent, progress.as_deref(), send, read)
                 .await
                 .map(|r| {
