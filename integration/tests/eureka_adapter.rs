@@ -201,12 +201,14 @@ async fn scenario(
     }
     let deadline = tokio::time::Instant::now() + DEADLINE * 2;
     let mut recovered = false;
-    while !(recovered
-        && web
-            .set()
-            .get("web-1")
-            .is_some_and(|e| e.health == pb::Health::Healthy as i32))
-    {
+    // Until both are back: a fetch can fall between the two registrations.
+    let both_back = |set: &integration::EndpointSet| {
+        ["web-1", "web-2"].iter().all(|id| {
+            set.get(*id)
+                .is_some_and(|e| e.health == pb::Health::Healthy as i32)
+        })
+    };
+    while !(recovered && both_back(web.set())) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let m = web
             .recv(left)
