@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# What tracing costs the proxy: wrk through three sidecars over one demo
-# backend, alternating, several rounds:
+# What tracing costs the proxy: wrk through a sidecar over one demo
+# backend in three configurations, alternating in an order that rotates
+# each round, a fresh sidecar process for each run:
 #   off   - no exporter configured (the default)
 #   dead  - OTEL_EXPORTER_OTLP_ENDPOINT at a closed loopback port, 100% sampled
 #   live  - 100% sampled to a real OpenTelemetry Collector (debug exporter)
-# wrk runs on CPU 0; the backend and the sidecars on CPU 1; the collector
-# unpinned. Prints requests/s per run, the median per configuration, and the
-# span export counters. Not a test: numbers vary with the machine's load.
+# wrk runs on CPU 0; the backend and the sidecars on CPU 1. The collector
+# runs on CPU 0 with wrk by default: like the load generator it is outside
+# the sidecar's pod, and on a core of its own it would take nothing from the
+# proxy. COLLECTOR_CPU=all leaves it unpinned (it then takes from the
+# proxy's core too, which is what the whole machine pays, not the sidecar).
+# Prints requests/s per run, the median per configuration, and the span
+# export counters. Not a test: numbers vary with the machine's load.
 #
-# Usage: bench/otel-overhead.sh [seconds] [rounds] [connections]
+# Usage: [COLLECTOR_CPU=0|1|all] bench/otel-overhead.sh [seconds] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -28,40 +33,82 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 start_backend taskset -c 1
 
-start_collector
+collector_cpu=${COLLECTOR_CPU:-0}
+if [ "$collector_cpu" = all ]; then start_collector; else start_collector taskset -c "$collector_cpu"; fi
 dead=$(free_port)
 
 write_sidecar_config
-declare -A proxy admin spid
-start() { # name, env...
-    local name=$1; shift
-    env "$@" taskset -c 1 "$sidecar" --config "$dir/sidecar.yaml" >"$dir/$name.out" 2>"$dir/$name.log" &
+declare -A proxy admin spid counters
+settings() { # name: the environment that configuration runs with
+    case $1 in
+        off) ;;
+        dead) echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$dead" ;;
+        live) echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$collector" ;;
+    esac
+}
+# Every run gets a fresh sidecar process, warmed up first: a long-lived
+# process per configuration carried its own speed (memory placement, what
+# it ran before) from run to run, and two with the same work differed by
+# more than tracing costs.
+start() { # name
+    local name=$1
+    # Emptied here: the child's own redirection may come after the wait
+    # below has read the last run's line.
+    : >"$dir/$name.out"
+    # shellcheck disable=SC2046 # one word per variable, none with spaces
+    env $(settings "$name") taskset -c 1 "$sidecar" --config "$dir/sidecar.yaml" >"$dir/$name.out" 2>"$dir/$name.log" &
     spid[$name]=$!
     pids+=($!)
     until grep -q listening "$dir/$name.out" 2>/dev/null; do sleep 0.05; done
     proxy[$name]=$(sed 's/.* http=//' "$dir/$name.out")
     admin[$name]=$(sed 's/.*admin=\([^ ]*\).*/\1/' "$dir/$name.out")
+    taskset -c 0 wrk -t1 -c"$conns" -d1s "http://${proxy[$name]}/" >/dev/null
 }
-start off
-start dead OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$dead"
-start live OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector"
+stop() { # name: keeps its export counters, then stops it
+    local name=$1
+    counters[$name]=$(curl -s "http://${admin[$name]}/metrics" | grep -E '^sidecar_trace_(spans_(exported|dropped|failed)_total|shed_episodes_total)' | tr '\n' ' ')
+    kill "${spid[$name]}"
+    wait "${spid[$name]}" 2>/dev/null || true
+    local keep=() p
+    for p in "${pids[@]}"; do [ "$p" = "${spid[$name]}" ] || keep+=("$p"); done
+    pids=("${keep[@]}")
+}
 
-declare -A results ticks cticks reqs
+declare -A results ticks cticks reqs round ratios
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, order off dead live"
-for name in off dead live; do taskset -c 0 wrk -t1 -c"$conns" -d2s "http://${proxy[$name]}/" >/dev/null; done
+# busy and total ticks of CPU 0 (the load core): whether wrk, with the
+# collector beside it, still had room.
+core0() { awk '$1 == "cpu0" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+declare -A busy0 total0
+echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, order rotating; wrk on CPU 0, backend and sidecars on CPU 1, collector on CPU $collector_cpu"
+configs=(off dead live)
 for r in $(seq 1 "$rounds"); do
-    for name in off dead live; do
+    # The order rotates each round: no configuration always runs first or
+    # always follows the same other one.
+    k=$(( (r - 1) % 3 ))
+    for name in "${configs[@]:k}" "${configs[@]:0:k}"; do
+        start "$name"
         before=$(cpu "${spid[$name]}")
         cbefore=$(cpu "$collector_pid")
+        read -r b0 t0 < <(core0)
         out=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://${proxy[$name]}/")
         after=$(cpu "${spid[$name]}")
+        read -r b1 t1 < <(core0)
+        busy0[$name]=$(( ${busy0[$name]:-0} + b1 - b0 ))
+        total0[$name]=$(( ${total0[$name]:-0} + t1 - t0 ))
         cticks[$name]=$(( ${cticks[$name]:-0} + $(cpu "$collector_pid") - cbefore ))
         rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
         results[$name]="${results[$name]:-} $rps"
+        round[$name]=$rps
         ticks[$name]=$(( ${ticks[$name]:-0} + after - before ))
         reqs[$name]=$(( ${reqs[$name]:-0} + $(echo "$out" | awk '/requests in/ {print $1}') ))
+        stop "$name"
         echo "round $r  $name  $rps req/s"
+    done
+    # Each configuration against off in the same round: the machine's
+    # speed drifts between rounds more than within one.
+    for name in dead live; do
+        ratios[$name]="${ratios[$name]:-} $(awk -v a="${round[$name]}" -v o="${round[off]}" 'BEGIN { printf "%.4f", a / o }')"
     done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -71,13 +118,18 @@ for name in off dead live; do
     awk -v n="$name" -v m="$m" -v o="$off" -v all="${results[$name]}" \
         'BEGIN { printf "%-5s median %9.0f req/s  %+6.1f%% vs off   (runs:%s)\n", n, m, (m / o - 1) * 100, all }'
 done
+for name in dead live; do
+    m=$(echo "${ratios[$name]}" | median)
+    awk -v n="$name" -v m="$m" 'BEGIN { printf "%-5s median of per-round ratios to off: %+6.1f%%\n", n, (m - 1) * 100 }'
+done
 hz=$(getconf CLK_TCK)
 for name in off dead live; do
     awk -v n="$name" -v t="${ticks[$name]}" -v hz="$hz" -v r="${reqs[$name]}" \
-        'BEGIN { printf "%-5s sidecar CPU %.1f us per request (all threads, export included)\n", n, t / hz * 1e6 / r }'
+        -v b="${busy0[$name]}" -v t0="${total0[$name]}" \
+        'BEGIN { printf "%-5s sidecar CPU %.1f us per request (all threads, export included); load core %.0f%% busy\n", n, t / hz * 1e6 / r, b * 100 / t0 }'
 done
 awk -v t="${cticks[live]}" -v hz="$hz" -v r="${reqs[live]}" \
-    'BEGIN { printf "live  collector CPU %.1f us per request (unpinned: it takes from both cores)\n", t / hz * 1e6 / r }'
+    -v c="$collector_cpu" 'BEGIN { printf "live  collector CPU %.1f us per request (on CPU %s)\n", t / hz * 1e6 / r, c }'
 for name in dead live; do
-    echo "$name: $(curl -s "http://${admin[$name]}/metrics" | grep -E '^sidecar_trace_(spans_(exported|dropped|failed)_total|shed_episodes_total)' | tr '\n' ' ')"
+    echo "$name (last run): ${counters[$name]}"
 done
