@@ -48,8 +48,9 @@ pub struct Telemetry {
     #[serde(deserialize_with = "de::opt_ratio")]
     pub sampling_ratio: Option<f64>,
     /// Spans waiting for export; beyond this they are dropped and counted
-    /// (`sidecar_trace_spans_dropped_total`). Overrides
-    /// `OTEL_BSP_MAX_QUEUE_SIZE`; default 2048.
+    /// (`sidecar_trace_spans_dropped_total`). A request's spans wait
+    /// together and count as two. Overrides `OTEL_BSP_MAX_QUEUE_SIZE`;
+    /// default 2048.
     #[serde(deserialize_with = "de::opt_int::<_, _, 1, 1_000_000>")]
     pub span_queue_size: Option<usize>,
     /// Most spans in one export. Overrides `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`;

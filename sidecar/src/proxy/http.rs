@@ -110,7 +110,7 @@ impl HttpProxy {
             let telemetry = &*this.telemetry;
             let in_flight = RouteInFlight::new(&route.stats);
             let upstream = &route.upstream;
-            let trace = telemetry
+            let mut trace = telemetry
                 .tracer()
                 .and_then(|t| t.start_request(&parts, client.addr, &route.name, &upstream.name));
             let access = telemetry.access_log().then(|| AccessInfo {
@@ -128,7 +128,7 @@ impl HttpProxy {
                 body,
                 client,
                 start,
-                trace.as_ref(),
+                trace.as_mut(),
                 &mut outcome,
             )
             .await;
@@ -211,7 +211,7 @@ async fn forward(
     body: Incoming,
     client: &ClientAddr,
     start: Instant,
-    trace: Option<&RequestTrace<'_>>,
+    mut trace: Option<&mut RequestTrace<'_>>,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cfg = &upstream.cfg;
@@ -377,19 +377,13 @@ async fn forward(
         // The sidecar's own HTTP/1.1 client writes the request head: the
         // trace context line goes there, not in the map.
         let mut context_line = None;
-        let attempt_trace = trace.and_then(|t| {
+        let attempt_trace = trace.as_deref_mut().and_then(|t| {
             t.start_attempt(
                 req.headers_mut(),
                 own_h1.then_some(&mut context_line),
-                &parts.method,
-                &path,
-                &upstream.name,
                 &state,
                 (pick.index, pick.panic),
-                &PickCtx {
-                    hash,
-                    tried: &tried[..attempt - 1],
-                },
+                hash,
                 attempt,
             )
         });

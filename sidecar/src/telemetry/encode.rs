@@ -20,7 +20,7 @@ use opentelemetry_sdk::{Resource, trace::SpanData};
 use super::{
     export::Record,
     pb::Writer,
-    request::{AttemptOutcome, ClientSpan, ServerSpan},
+    request::{AttemptOutcome, ClientSpan, MAX_TRIED, ServerSpan},
     text::Text,
 };
 use crate::{
@@ -137,11 +137,20 @@ impl Encoder {
             w.message_sized(2, 3, |w| {
                 w.message(1, |w| w.str(1, SCOPE));
                 for r in batch {
-                    w.message_sized(2, 2, |w| match r {
-                        Record::Server(s) => self.server(w, s),
-                        Record::Client(s) => self.client(w, s),
-                        Record::Sdk(s) => sdk(w, s),
-                    });
+                    match r {
+                        Record::Server(s) => {
+                            w.message_sized(2, 2, |w| self.server(w, s));
+                            let mut tried = [0; MAX_TRIED];
+                            for (i, a) in s.attempts.iter().enumerate() {
+                                let earlier = &tried[..i.min(MAX_TRIED)];
+                                w.message_sized(2, 2, |w| self.client(w, s, a, earlier));
+                                if let Some(t) = tried.get_mut(i) {
+                                    *t = a.chosen;
+                                }
+                            }
+                        }
+                        Record::Sdk(s) => w.message_sized(2, 2, |w| sdk(w, s)),
+                    }
                 }
             });
         });
@@ -220,8 +229,10 @@ impl Encoder {
         server_tail(w, s);
     }
 
-    fn client(&mut self, w: &mut Writer<'_>, s: &ClientSpan) {
-        if !client_head(w, s) {
+    /// The span of attempt `s` of request `r`, after attempts on the
+    /// endpoints `tried`.
+    fn client(&mut self, w: &mut Writer<'_>, r: &ServerSpan, s: &ClientSpan, tried: &[usize]) {
+        if !client_head(w, r, s) {
             return;
         }
         let answer = match s.outcome {
@@ -229,31 +240,33 @@ impl Encoder {
             _ => None,
         };
         let same = self.attempt_common.as_ref().is_some_and(|c| {
-            c.method == s.method
+            c.method == r.method
                 && c.attempt == s.attempt
                 && c.panic == s.panic
                 && c.answer == answer
         });
         if !same {
             self.attempt_common = Some(AttemptCommon {
-                method: s.method.clone(),
+                method: r.method.clone(),
                 attempt: s.attempt,
                 panic: s.panic,
                 answer,
-                block: cached(|w| attempt_attrs(w, s, answer)),
+                block: cached(|w| attempt_attrs(w, &r.method, s, answer)),
             });
         }
         if let Some(c) = &self.attempt_common {
             w.0.extend_from_slice(&c.block);
         }
         let set = self.set(s);
-        let block = set.endpoint[s.chosen].get_or_insert_with(|| cached(|w| endpoint_attrs(w, s)));
+        let block = set.endpoint[s.chosen]
+            .get_or_insert_with(|| cached(|w| endpoint_attrs(w, &r.upstream, s)));
         w.0.extend_from_slice(block);
-        if s.hash == 0 && s.tried_len == 0 && s.scores.is_none() {
-            let block = set.explained[s.chosen].get_or_insert_with(|| cached(|w| explain(w, s)));
+        if s.hash == 0 && tried.is_empty() && s.scores.is_none() {
+            let block =
+                set.explained[s.chosen].get_or_insert_with(|| cached(|w| explain(w, s, &[])));
             w.0.extend_from_slice(block);
         } else {
-            explain(w, s);
+            explain(w, s, tried);
         }
         client_tail(w, s);
     }
@@ -352,14 +365,14 @@ fn server_tail(w: &mut Writer<'_>, s: &ServerSpan) {
 
 /// The client span's own fields and its per-request attributes; false
 /// (and nothing more to write) if its endpoint is not in its set.
-fn client_head(w: &mut Writer<'_>, s: &ClientSpan) -> bool {
-    w.bytes(1, &s.trace_id.to_bytes());
+fn client_head(w: &mut Writer<'_>, r: &ServerSpan, s: &ClientSpan) -> bool {
+    w.bytes(1, &r.trace_id.to_bytes());
     w.bytes(2, &s.span_id.to_bytes());
-    if let Some(ts) = &s.trace_state {
+    if let Some(ts) = &r.trace_state {
         w.bytes(3, ts.as_bytes());
     }
-    w.bytes(4, &s.parent.to_bytes());
-    w.str(5, span_name(&s.method));
+    w.bytes(4, &r.span_id.to_bytes());
+    w.str(5, span_name(&r.method));
     w.uint(6, CLIENT);
     w.fixed64(7, nanos(s.start));
     w.fixed64(8, nanos(s.end));
@@ -374,7 +387,10 @@ fn client_head(w: &mut Writer<'_>, s: &ClientSpan) -> bool {
                 &[
                     b"http://",
                     endpoint.authority.as_str().as_bytes(),
-                    s.path.as_str().as_bytes(),
+                    r.uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .as_bytes(),
                 ],
             );
         });
@@ -385,8 +401,8 @@ fn client_head(w: &mut Writer<'_>, s: &ClientSpan) -> bool {
 /// The attempt span attributes that most attempts share: the method, the
 /// attempt number, the balancer's panic, and the status it was answered
 /// with.
-fn attempt_attrs(w: &mut Writer<'_>, s: &ClientSpan, answer: Option<(u16, bool)>) {
-    attr_str(w, "http.request.method", method_value(&s.method));
+fn attempt_attrs(w: &mut Writer<'_>, method: &Method, s: &ClientSpan, answer: Option<(u16, bool)>) {
+    attr_str(w, "http.request.method", method_value(method));
     attr_int(w, "tributary.attempt", s.attempt as i64);
     attr_bool(w, "tributary.balancer.panic", s.panic);
     if s.attempt > 1 {
@@ -402,7 +418,7 @@ fn attempt_attrs(w: &mut Writer<'_>, s: &ClientSpan, answer: Option<(u16, bool)>
 
 /// What the attempt span says of its endpoint and endpoint set: the same
 /// for every attempt on that endpoint of that set.
-fn endpoint_attrs(w: &mut Writer<'_>, s: &ClientSpan) {
+fn endpoint_attrs(w: &mut Writer<'_>, upstream: &str, s: &ClientSpan) {
     let state = &*s.state;
     let Some(endpoint) = state.endpoints.get(s.chosen) else {
         return;
@@ -413,7 +429,7 @@ fn endpoint_attrs(w: &mut Writer<'_>, s: &ClientSpan) {
     attr_int(w, "server.port", i64::from(addr.port()));
     attr_str(w, "network.peer.address", ip.as_str());
     attr_int(w, "network.peer.port", i64::from(addr.port()));
-    attr_str(w, "tributary.upstream", &s.upstream);
+    attr_str(w, "tributary.upstream", upstream);
     attr_str(w, "tributary.endpoint", Text::socket(addr).as_str());
     attr_str(w, "tributary.endpoint.id", &endpoint.id);
     attr_str(w, "tributary.balancer", state.balancer.kind().as_str());
@@ -460,12 +476,13 @@ fn client_tail(w: &mut Writer<'_>, s: &ClientSpan) {
 
 /// Why the balancer chose that endpoint: the candidates with their scores
 /// and the endpoints it skipped with the reason, at most
-/// [`MAX_EXPLAINED`] of each.
-fn explain(w: &mut Writer<'_>, s: &ClientSpan) {
+/// [`MAX_EXPLAINED`] of each. `tried`: the endpoints of the request's
+/// earlier attempts.
+fn explain(w: &mut Writer<'_>, s: &ClientSpan, tried: &[usize]) {
     let state = &*s.state;
     let ctx = PickCtx {
         hash: s.hash,
-        tried: &s.tried[..s.tried_len],
+        tried,
     };
     if s.hash != 0 {
         attr_int(w, "tributary.balancer.hash", s.hash as i64);

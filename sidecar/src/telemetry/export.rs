@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use super::{
     encode::Encoder,
     recycle::{Pooled, Recycler},
-    request::{ClientSpan, ServerSpan},
+    request::ServerSpan,
     send::{Framed, GRPC_PREFIX, Sink},
 };
 
@@ -56,26 +56,51 @@ pub(crate) struct ExportStats {
 /// How the queue and batches behave.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchConfig {
+    /// Most records queued.
     pub(crate) queue: usize,
+    /// Most records in one export.
     pub(crate) batch: usize,
     pub(crate) interval: Duration,
     pub(crate) timeout: Duration,
 }
 
-/// A finished span waiting for export.
+impl BatchConfig {
+    /// The queue and batch sizes, given in spans, counted in records: a
+    /// request's record holds its server span and its attempts' spans, two
+    /// for most requests (more with retries; a discovery update's span is a
+    /// record of its own).
+    pub(crate) fn in_records(self) -> Self {
+        Self {
+            queue: (self.queue / 2).max(1),
+            batch: (self.batch / 2).max(1),
+            ..self
+        }
+    }
+}
+
+/// Finished spans waiting for export.
 #[derive(Debug)]
 pub(crate) enum Record {
+    /// A request's server span with the client spans of its attempts.
     Server(Pooled<ServerSpan>),
-    Client(Pooled<ClientSpan>),
     /// A span of the SDK's tracer (discovery updates).
     Sdk(Box<SpanData>),
 }
 
-/// The boxes of exported request and attempt records, for new ones.
+impl Record {
+    /// How many spans it holds.
+    fn spans(&self) -> u64 {
+        match self {
+            Self::Server(s) => 1 + s.attempts.len() as u64,
+            Self::Sdk(_) => 1,
+        }
+    }
+}
+
+/// The boxes of exported request records, for new ones.
 #[derive(Debug)]
 pub(crate) struct Boxes {
     pub(crate) server: Recycler<ServerSpan>,
-    pub(crate) client: Recycler<ClientSpan>,
 }
 
 impl Boxes {
@@ -83,10 +108,14 @@ impl Boxes {
     fn recycle(&self, record: Record) {
         match record {
             Record::Server(s) => self.server.recycle(s),
-            Record::Client(s) => self.client.recycle(s),
             Record::Sdk(_) => {}
         }
     }
+}
+
+/// How many spans `records` hold.
+fn span_count(records: &[Record]) -> u64 {
+    records.iter().map(Record::spans).sum()
 }
 
 /// The way into the export thread: its queue and its control channel.
@@ -96,7 +125,7 @@ pub(crate) struct ExportQueue {
     /// Wakes the export thread once a batch is queued: it is not woken for
     /// each span (its timer collects what is left).
     full: Arc<Notify>,
-    /// Spans in a batch.
+    /// Records in a batch.
     batch: usize,
     control: mpsc::UnboundedSender<Control>,
     stats: Arc<ExportStats>,
@@ -142,7 +171,6 @@ impl ExportQueue {
         // Enough for the records of a batch: they come back together.
         let boxes = Arc::new(Boxes {
             server: Recycler::new(cfg.batch),
-            client: Recycler::new(cfg.batch),
         });
         let thread_boxes = boxes.clone();
         std::thread::Builder::new()
@@ -196,8 +224,11 @@ impl ExportQueue {
     /// Queues a finished span without waiting; counts it and sheds when
     /// the queue is full.
     pub(crate) fn send(&self, record: Record) {
-        if self.records.try_send(record).is_err() {
-            self.stats.dropped.fetch_add(1, Relaxed);
+        if let Err(e) = self.records.try_send(record) {
+            let record = match e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
+            };
+            self.stats.dropped.fetch_add(record.spans(), Relaxed);
             start_shedding(&self.stats);
         } else if self.records.max_capacity() - self.records.capacity() >= self.batch {
             self.full.notify_one();
@@ -277,7 +308,7 @@ impl<S: Sink> Exporter<'_, S> {
         self.buf.put_bytes(0, GRPC_PREFIX);
         self.encoder.encode(&mut self.buf, &self.resource, batch);
         let body = Framed::new(self.buf.split());
-        let n = batch.len() as u64;
+        let n = span_count(batch);
         for r in batch.drain(..) {
             self.boxes.recycle(r);
         }
@@ -472,7 +503,7 @@ fn discard(spans: &mut mpsc::Receiver<Record>, batch: &mut Vec<Record>, stats: &
     while let Ok(s) = spans.try_recv() {
         batch.push(s);
     }
-    stats.dropped.fetch_add(batch.len() as u64, Relaxed);
+    stats.dropped.fetch_add(span_count(batch), Relaxed);
     batch.clear();
 }
 

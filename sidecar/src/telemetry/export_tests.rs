@@ -190,3 +190,11 @@ fn probes_back_off() {
     // never a measurement).
     assert!(started.elapsed() >= Duration::from_millis(3700));
 }
+
+#[test]
+fn span_limits_count_a_request_record_as_two_spans() {
+    let c = cfg(2048, 512).in_records();
+    assert_eq!((c.queue, c.batch), (1024, 256));
+    let c = cfg(1, 1).in_records();
+    assert_eq!((c.queue, c.batch), (1, 1), "never zero");
+}

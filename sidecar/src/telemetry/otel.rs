@@ -282,7 +282,7 @@ pub(crate) fn start(
     let queue = ExportQueue::start(
         move || Collector::new(&settings),
         resource.clone(),
-        s.batch,
+        s.batch.in_records(),
         stats,
     )?;
     let provider = SdkTracerProvider::builder()

@@ -24,7 +24,7 @@ use super::{
     send::{Accepted, Framed, Sink},
 };
 use crate::{
-    balance::{Balancer, BalancerType, PickCtx},
+    balance::{Balancer, BalancerType},
     upstream::{Endpoint, EndpointState, Health, UpstreamState},
 };
 
@@ -158,46 +158,19 @@ fn a_traced_request_exports_both_spans_with_every_attribute() {
     let (parts, ()) = req.into_parts();
     let client: SocketAddr = "192.0.2.9:40000".parse().expect("address");
     let upstream: Arc<str> = "web".into();
-    let trace = tracer
+    let mut trace = tracer
         .start_request(&parts, client, &"main".into(), &upstream)
         .expect("traced");
     let mut headers = HeaderMap::new();
-    let path = parts.uri.path_and_query().expect("has a path").clone();
     let first = trace
-        .start_attempt(
-            &mut headers,
-            None,
-            &parts.method,
-            &path,
-            &upstream,
-            &state,
-            (0, false),
-            &PickCtx {
-                hash: 0,
-                tried: &[],
-            },
-            1,
-        )
+        .start_attempt(&mut headers, None, &state, (0, false), 0, 1)
         .expect("sampled");
     let sent = headers["traceparent"].to_str().expect("ascii").to_owned();
     assert_eq!(headers["tracestate"], "vendor=abc");
     first.failed("connect", &"connection refused", true);
     let mut headers = HeaderMap::new();
     trace
-        .start_attempt(
-            &mut headers,
-            None,
-            &parts.method,
-            &path,
-            &upstream,
-            &state,
-            (2, false),
-            &PickCtx {
-                hash: 0,
-                tried: &[0],
-            },
-            2,
-        )
+        .start_attempt(&mut headers, None, &state, (2, false), 0, 2)
         .expect("sampled")
         .answered(503, false);
     let ids = trace.ids();
@@ -321,21 +294,12 @@ fn unsampled_requests_pass_their_context_on_and_export_nothing() {
         .body(())
         .expect("valid request");
     let (parts, ()) = req.into_parts();
-    let trace = start_local(&tracer, &parts, &upstream);
+    let mut trace = start_local(&tracer, &parts, &upstream);
     let mut headers = HeaderMap::new();
-    let path = http::uri::PathAndQuery::from_static("/");
-    let attempt = trace.start_attempt(
-        &mut headers,
-        None,
-        &Method::GET,
-        &path,
-        &upstream,
-        &state,
-        (0, false),
-        &PickCtx::default(),
-        1,
-    );
-    assert!(attempt.is_none());
+    let unsampled = trace
+        .start_attempt(&mut headers, None, &state, (0, false), 0, 1)
+        .is_none();
+    assert!(unsampled);
     let tp = headers["traceparent"].to_str().expect("ascii");
     assert!(
         tp.starts_with(&format!("00-{TRACE}-")) && tp.ends_with("-00"),
@@ -380,22 +344,11 @@ fn cached_explanations_follow_health_and_new_endpoint_sets() {
         .body(())
         .expect("valid request")
         .into_parts();
-    let path = http::uri::PathAndQuery::from_static("/");
     // One attempt on endpoint 1 of `state`, exported on its own.
     let export = |state: &Arc<UpstreamState>| {
-        let trace = start_local(&tracer, &parts, &upstream);
+        let mut trace = start_local(&tracer, &parts, &upstream);
         trace
-            .start_attempt(
-                &mut HeaderMap::new(),
-                None,
-                &Method::GET,
-                &path,
-                &upstream,
-                state,
-                (0, false),
-                &PickCtx::default(),
-                1,
-            )
+            .start_attempt(&mut HeaderMap::new(), None, state, (0, false), 0, 1)
             .expect("sampled")
             .answered(200, false);
         trace.end(200, None);

@@ -4,10 +4,11 @@
 //!
 //! The request path only captures raw values (ids, clocks, the method,
 //! refcounted clones of the URI and headers, addresses, the endpoint set and
-//! the pick) into a plain record and hands it to the export queue with one
-//! `try_send`; attribute formatting, the balancer's explanation and the OTLP
-//! encoding happen on the export thread ([`super::encode`]). An unsampled
-//! request builds no record but still passes its trace context on.
+//! the pick) into one plain record per request, which holds its attempts
+//! too, and hands it to the export queue with one `try_send`; attribute
+//! formatting, the balancer's explanation and the OTLP encoding happen on
+//! the export thread ([`super::encode`]). An unsampled request builds no
+//! record but still passes its trace context on.
 
 use std::{
     net::SocketAddr,
@@ -15,9 +16,7 @@ use std::{
     time::SystemTime,
 };
 
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, request::Parts, uri::PathAndQuery,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, request::Parts};
 
 use super::Telemetry;
 use super::{
@@ -26,13 +25,13 @@ use super::{
     otel::SamplerChoice,
     recycle::Pooled,
 };
-use crate::{balance::PickCtx, upstream::UpstreamState};
+use crate::upstream::UpstreamState;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// Most attempts whose endpoints an attempt record lists as tried before.
-const MAX_TRIED: usize = 16;
+/// Most attempts whose endpoints an attempt span lists as tried before.
+pub(crate) const MAX_TRIED: usize = 16;
 
 /// Starts request and attempt spans; exists only while traces are on.
 #[derive(Debug)]
@@ -58,10 +57,10 @@ pub(crate) struct RequestTrace<'a> {
     span: Option<Pooled<ServerSpan>>,
 }
 
-/// The client span of one attempt (sampled requests only).
-pub(crate) struct AttemptTrace<'a> {
-    tracer: &'a ProxyTracer,
-    span: Option<Pooled<ClientSpan>>,
+/// The client span of one attempt (sampled requests only): the last
+/// attempt in its request's record, which it ends when dropped.
+pub(crate) struct AttemptTrace<'r> {
+    request: &'r mut ServerSpan,
 }
 
 /// What the request's log lines carry: its trace and span ids.
@@ -93,26 +92,31 @@ pub(crate) struct ServerSpan {
     pub(crate) status: Option<u16>,
     /// Why the proxy answered with an error, for 5xx.
     pub(crate) error: Option<String>,
+    /// The client spans of its attempts, in order.
+    pub(crate) attempts: Attempts,
+}
+
+/// A request's attempts: the first in place (most requests make one), the
+/// others, from retries, in a vector.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    first: Option<ClientSpan>,
+    more: Vec<ClientSpan>,
 }
 
 /// The raw values of a client span: the endpoint set the pick used and the
-/// pick, from which the export thread formats the explanation.
+/// pick, from which the export thread formats the explanation. Its trace,
+/// parent, trace state, method, path and upstream are its request's; the
+/// endpoints tried before it are those its request's earlier attempts
+/// chose.
 pub(crate) struct ClientSpan {
-    pub(crate) trace_id: TraceId,
     pub(crate) span_id: SpanId,
-    pub(crate) parent: SpanId,
-    pub(crate) trace_state: Option<HeaderValue>,
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
-    pub(crate) method: Method,
-    pub(crate) path: PathAndQuery,
-    pub(crate) upstream: Arc<str>,
     pub(crate) state: Arc<UpstreamState>,
     pub(crate) chosen: usize,
     pub(crate) panic: bool,
     pub(crate) hash: u64,
-    pub(crate) tried: [usize; MAX_TRIED],
-    pub(crate) tried_len: usize,
     /// The balancer's scores of every endpoint at the pick, where it has
     /// live ones (`ewma`, `least_conn`).
     pub(crate) scores: Option<Box<[f64]>>,
@@ -139,11 +143,34 @@ pub(crate) enum AttemptOutcome {
 impl std::fmt::Debug for ClientSpan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientSpan")
-            .field("trace_id", &self.trace_id)
             .field("span_id", &self.span_id)
-            .field("upstream", &self.upstream)
+            .field("chosen", &self.chosen)
             .field("attempt", &self.attempt)
             .finish_non_exhaustive()
+    }
+}
+
+impl Attempts {
+    fn push(&mut self, attempt: ClientSpan) {
+        if self.first.is_none() {
+            self.first = Some(attempt);
+        } else {
+            self.more.push(attempt);
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut ClientSpan> {
+        self.more.last_mut().or(self.first.as_mut())
+    }
+
+    /// The attempts, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ClientSpan> {
+        self.first.iter().chain(&self.more)
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
     }
 }
 
@@ -236,6 +263,7 @@ impl ProxyTracer {
                 upstream: upstream.clone(),
                 status: None,
                 error: None,
+                attempts: Attempts::default(),
             })
         });
         Some(RequestTrace {
@@ -270,19 +298,15 @@ impl<'a> RequestTrace<'a> {
     /// `headers`, or its `traceparent` into `line` when given (a request
     /// head the sidecar writes itself). An unsampled request passes the
     /// server span's context on, flagged unsampled.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_attempt(
-        &self,
+        &mut self,
         headers: &mut HeaderMap,
         line: Option<&mut Option<TraceparentLine>>,
-        method: &Method,
-        path: &PathAndQuery,
-        upstream: &Arc<str>,
         state: &Arc<UpstreamState>,
         pick: (usize, bool),
-        ctx: &PickCtx<'_>,
+        hash: u64,
         attempt: usize,
-    ) -> Option<AttemptTrace<'a>> {
+    ) -> Option<AttemptTrace<'_>> {
         let sampled = self.span.is_some();
         let span_id = if sampled {
             SpanId::random()
@@ -303,35 +327,20 @@ impl<'a> RequestTrace<'a> {
         if let Some(ts) = &self.trace_state {
             headers.insert(&TRACESTATE, ts.clone());
         }
-        if !sampled {
-            return None;
-        }
-        let mut tried = [0; MAX_TRIED];
-        let tried_len = ctx.tried.len().min(MAX_TRIED);
-        tried[..tried_len].copy_from_slice(&ctx.tried[..tried_len]);
-        Some(AttemptTrace {
-            tracer: self.tracer,
-            span: Some(self.tracer.queue.boxes.client.fill(ClientSpan {
-                trace_id: self.trace_id,
-                span_id,
-                parent: self.span_id,
-                trace_state: self.trace_state.clone(),
-                start: SystemTime::now(),
-                end: SystemTime::UNIX_EPOCH,
-                method: method.clone(),
-                path: path.clone(),
-                upstream: upstream.clone(),
-                state: state.clone(),
-                chosen: pick.0,
-                panic: pick.1,
-                hash: ctx.hash,
-                tried,
-                tried_len,
-                scores: state.balancer.scores(&state.endpoints),
-                attempt,
-                outcome: AttemptOutcome::Unfinished,
-            })),
-        })
+        let request = &mut **self.span.as_mut()?;
+        request.attempts.push(ClientSpan {
+            span_id,
+            start: SystemTime::now(),
+            end: SystemTime::UNIX_EPOCH,
+            state: state.clone(),
+            chosen: pick.0,
+            panic: pick.1,
+            hash,
+            scores: state.balancer.scores(&state.endpoints),
+            attempt,
+            outcome: AttemptOutcome::Unfinished,
+        });
+        Some(AttemptTrace { request })
     }
 
     /// Gives the server span the response status and error.
@@ -405,20 +414,15 @@ impl Drop for RequestTrace<'_> {
 
 impl AttemptTrace<'_> {
     /// Ends the attempt with the upstream's status.
-    pub(crate) fn answered(mut self, status: u16, retried: bool) {
-        if let Some(span) = &mut self.span {
+    pub(crate) fn answered(self, status: u16, retried: bool) {
+        if let Some(span) = self.request.attempts.last_mut() {
             span.outcome = AttemptOutcome::Answered { status, retried };
         }
     }
 
     /// Ends the attempt that got no response.
-    pub(crate) fn failed(
-        mut self,
-        kind: &'static str,
-        error: &dyn std::fmt::Display,
-        retried: bool,
-    ) {
-        if let Some(span) = &mut self.span {
+    pub(crate) fn failed(self, kind: &'static str, error: &dyn std::fmt::Display, retried: bool) {
+        if let Some(span) = self.request.attempts.last_mut() {
             span.outcome = AttemptOutcome::Failed {
                 kind,
                 message: error.to_string(),
@@ -430,9 +434,8 @@ impl AttemptTrace<'_> {
 
 impl Drop for AttemptTrace<'_> {
     fn drop(&mut self) {
-        if let Some(mut span) = self.span.take() {
+        if let Some(span) = self.request.attempts.last_mut() {
             span.end = SystemTime::now();
-            self.tracer.send(Record::Client(span));
         }
     }
 }
