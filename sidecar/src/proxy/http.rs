@@ -87,100 +87,109 @@ impl HttpProxy {
     /// here, at the edge.
     ///
     /// Takes the connection's shared state by value so that the service
-    /// returns this future itself: wrapped in an `async` block, it was
+    /// returns this future itself: wrapped in another `async` block, it was
     /// stored twice over (rustc keeps an awaited future beside its source),
-    /// and every request's future is moved whole when it starts and ends.
-    pub(crate) async fn serve(
+    /// and every request's future is moved whole when it starts and ends
+    /// (an HTTP/2 stream's several times). For the same reason it is an
+    /// `async` block, not an `async fn` (which keeps each argument twice),
+    /// and the request comes split, so that its head is kept once.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps each argument twice in its future"
+    )]
+    pub(crate) fn serve(
         downstream: Arc<Downstream>,
-        req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        let busy = Busy::new(downstream);
-        // Every borrow of `busy` ends with this block: the body takes it.
-        let mut resp = {
-            let (this, client) = (&*busy.proxy, &busy.client);
-            let start = Instant::now();
-            let (parts, body) = req.into_parts();
-            let route = {
-                let routes = this.routes.load();
-                match routes.find(&parts) {
-                    Some(route) => route.clone(),
-                    None => return Ok(error_response(&ProxyError::NoRoute)),
-                }
-            };
-            let telemetry = &*this.telemetry;
-            let in_flight = RouteInFlight::new(&route.stats);
-            let upstream = &route.upstream;
-            let mut trace = telemetry
-                .tracer()
-                .and_then(|t| t.start_request(&parts, client.addr, &route.name, &upstream.name));
-            let access = telemetry.access_log().then(|| AccessInfo {
-                method: parts.method.clone(),
-                path: parts.uri.path().to_owned(),
-                trace_id: match &trace {
-                    Some(_) => None,
-                    None => traceparent_trace_id(&parts.headers).map(str::to_owned),
-                },
-            });
-            let mut outcome = Outcome::default();
-            let result = forward(
-                upstream,
-                parts,
-                body,
-                client,
-                start,
-                trace.as_mut(),
-                &mut outcome,
-            )
-            .await;
-            let (mut resp, err) = match result {
-                Ok(resp) => (resp, None),
-                Err(e) => (error_response(&e), Some(e)),
-            };
-            let status = resp.status().as_u16();
-            let elapsed = start.elapsed();
-            route.stats.record(status, elapsed);
-            drop(in_flight);
-            let ids = trace.as_ref().map(RequestTrace::ids);
-            if let Some(e) = &err {
-                let trace_id = ids.map(|i| i.trace_id);
-                tracing::debug!(route = %route.name, upstream = %upstream.name, error = %e, trace_id = trace_id.map(tracing::field::display), "request failed");
-            }
-            if let Some(a) = access {
-                let trace_id = ids
-                    .map(|i| i.trace_id.to_string())
-                    .or(a.trace_id)
-                    .unwrap_or_default();
-                let span_id = ids.map(|i| i.span_id.to_string()).unwrap_or_default();
-                tracing::info!(
-                    target: "access",
-                    client = %client.addr,
-                    method = %a.method,
-                    path = %a.path,
-                    status,
-                    duration_ms = elapsed.as_secs_f64() * 1e3,
-                    route = %route.name,
-                    upstream = %upstream.name,
-                    endpoint = outcome.endpoint.map(tracing::field::display),
-                    attempts = outcome.attempts,
-                    trace_id = %trace_id,
-                    span_id = %span_id,
-                    "request"
-                );
-            }
-            if let Some(t) = trace
-                && let Some(span) = t.end_with_body(
-                    status,
-                    err.as_ref().map(|e| e as &dyn std::fmt::Display),
-                    &this.telemetry,
+        mut parts: Parts,
+        body: Incoming,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
+        async move {
+            let busy = Busy::new(downstream);
+            // Every borrow of `busy` ends with this block: the body takes it.
+            let mut resp = {
+                let (this, client) = (&*busy.proxy, &busy.client);
+                let start = Instant::now();
+                let route = {
+                    let routes = this.routes.load();
+                    match routes.find(&parts) {
+                        Some(route) => route.clone(),
+                        None => return Ok(error_response(&ProxyError::NoRoute)),
+                    }
+                };
+                let telemetry = &*this.telemetry;
+                let in_flight = RouteInFlight::new(&route.stats);
+                let upstream = &route.upstream;
+                let mut trace = telemetry.tracer().and_then(|t| {
+                    t.start_request(&parts, client.addr, &route.name, &upstream.name)
+                });
+                let access = telemetry.access_log().then(|| AccessInfo {
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_owned(),
+                    trace_id: match &trace {
+                        Some(_) => None,
+                        None => traceparent_trace_id(&parts.headers).map(str::to_owned),
+                    },
+                });
+                let mut outcome = Outcome::default();
+                let result = forward(
+                    upstream,
+                    &mut parts,
+                    body,
+                    client,
+                    start,
+                    trace.as_mut(),
+                    &mut outcome,
                 )
-            {
-                // The server span covers the response body too.
-                resp.body_mut().end_span_with_body(span);
-            }
-            resp
-        };
-        resp.body_mut().hold(busy);
-        Ok(resp)
+                .await;
+                let (mut resp, err) = match result {
+                    Ok(resp) => (resp, None),
+                    Err(e) => (error_response(&e), Some(e)),
+                };
+                let status = resp.status().as_u16();
+                let elapsed = start.elapsed();
+                route.stats.record(status, elapsed);
+                drop(in_flight);
+                let ids = trace.as_ref().map(RequestTrace::ids);
+                if let Some(e) = &err {
+                    let trace_id = ids.map(|i| i.trace_id);
+                    tracing::debug!(route = %route.name, upstream = %upstream.name, error = %e, trace_id = trace_id.map(tracing::field::display), "request failed");
+                }
+                if let Some(a) = access {
+                    let trace_id = ids
+                        .map(|i| i.trace_id.to_string())
+                        .or(a.trace_id)
+                        .unwrap_or_default();
+                    let span_id = ids.map(|i| i.span_id.to_string()).unwrap_or_default();
+                    tracing::info!(
+                        target: "access",
+                        client = %client.addr,
+                        method = %a.method,
+                        path = %a.path,
+                        status,
+                        duration_ms = elapsed.as_secs_f64() * 1e3,
+                        route = %route.name,
+                        upstream = %upstream.name,
+                        endpoint = outcome.endpoint.map(tracing::field::display),
+                        attempts = outcome.attempts,
+                        trace_id = %trace_id,
+                        span_id = %span_id,
+                        "request"
+                    );
+                }
+                if let Some(t) = trace
+                    && let Some(span) = t.end_with_body(
+                        status,
+                        err.as_ref().map(|e| e as &dyn std::fmt::Display),
+                        &this.telemetry,
+                    )
+                {
+                    // The server span covers the response body too.
+                    resp.body_mut().end_span_with_body(span);
+                }
+                resp
+            };
+            resp.body_mut().hold(busy);
+            Ok(resp)
+        }
     }
 }
 
@@ -205,318 +214,327 @@ impl Drop for RouteInFlight<'_> {
     }
 }
 
-async fn forward(
-    upstream: &Upstream,
-    mut parts: Parts,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps each argument twice in its future"
+)]
+fn forward<'a>(
+    upstream: &'a Upstream,
+    parts: &'a mut Parts,
     body: Incoming,
-    client: &ClientAddr,
+    client: &'a ClientAddr,
     start: Instant,
-    mut trace: Option<&mut RequestTrace<'_>>,
-    outcome: &mut Outcome,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let cfg = &upstream.cfg;
-    let h2 = match cfg.protocol {
-        UpstreamProtocol::Http1 => false,
-        UpstreamProtocol::H2c => true,
-        UpstreamProtocol::Auto => parts.version == Version::HTTP_2,
-    };
-    let hash = match cfg.r#type {
-        BalancerType::Chash => request_hash(cfg, &parts, client.addr),
-        _ => 0,
-    };
-    // The client's host: its `Host` header (a cheap shared clone), or the
-    // URI authority when it spoke HTTP/2.
-    let (host, host_in_map) = match parts.headers.get(header::HOST) {
-        Some(h) => (Some(h.clone()), true),
-        None => (
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-            false,
-        ),
-    };
-    // A small or empty body is buffered so that a retry can send it again.
-    let replayable = body.is_end_stream()
-        || body
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= RETRY_BUFFER_BYTES);
-    strip_hop_by_hop(&mut parts.headers);
-    // The sidecar's own HTTP/1.1 client (buffered bodies) takes the
-    // forwarding fields as encoded lines, with `Host` when an HTTP/2
-    // client gave it as the URI's authority; hyper's clients in the map.
-    let own_h1 = !h2 && replayable;
-    let host_field = !host_in_map && host.is_some() && matches!(cfg.pass_host, PassHost::Pass);
-    let forwarding = if own_h1 {
-        forwarding_lines(&parts.headers, client, host.as_ref(), host_field)
-    } else {
-        None
-    };
-    let host_in_lines = host_field && forwarding.is_some();
-    if forwarding.is_none() {
-        add_forwarded(&mut parts.headers, client, host.as_ref());
-    }
-    match cfg.pass_host {
-        PassHost::Pass => {
-            if let Some(h) = host
-                && !host_in_map
-                && !host_in_lines
+    mut trace: Option<&'a mut RequestTrace<'_>>,
+    outcome: &'a mut Outcome,
+) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> {
+    // An `async` block rather than an `async fn`: an `async fn` keeps each
+    // argument twice in its future (as passed, and moved into its body).
+    async move {
+        let cfg = &upstream.cfg;
+        let h2 = match cfg.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Auto => parts.version == Version::HTTP_2,
+        };
+        let hash = match cfg.r#type {
+            BalancerType::Chash => request_hash(cfg, parts, client.addr),
+            _ => 0,
+        };
+        // The client's host: its `Host` header (a cheap shared clone), or the
+        // URI authority when it spoke HTTP/2.
+        let (host, host_in_map) = match parts.headers.get(header::HOST) {
+            Some(h) => (Some(h.clone()), true),
+            None => (
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+                false,
+            ),
+        };
+        // A small or empty body is buffered so that a retry can send it again.
+        let replayable = body.is_end_stream()
+            || body
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= RETRY_BUFFER_BYTES);
+        strip_hop_by_hop(&mut parts.headers);
+        // The sidecar's own HTTP/1.1 client (buffered bodies) takes the
+        // forwarding fields as encoded lines, with `Host` when an HTTP/2
+        // client gave it as the URI's authority; hyper's clients in the map.
+        let own_h1 = !h2 && replayable;
+        let host_field = !host_in_map && host.is_some() && matches!(cfg.pass_host, PassHost::Pass);
+        let forwarding = if own_h1 {
+            forwarding_lines(&parts.headers, client, host.as_ref(), host_field)
+        } else {
+            None
+        };
+        let host_in_lines = host_field && forwarding.is_some();
+        if forwarding.is_none() {
+            add_forwarded(&mut parts.headers, client, host.as_ref());
+        }
+        match cfg.pass_host {
+            PassHost::Pass => {
+                if let Some(h) = host
+                    && !host_in_map
+                    && !host_in_lines
+                {
+                    parts.headers.insert(header::HOST, h);
+                }
+            }
+            PassHost::Rewrite => {
+                if let Some(h) = &upstream.host_header {
+                    parts.headers.insert(header::HOST, h.clone());
+                }
+            }
+            PassHost::Node => {}
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+
+        let mut body = if body.is_end_stream() {
+            // No body (most GETs): nothing to collect.
+            Some(Body::Buffered(Bytes::new()))
+        } else if replayable {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ProxyError::BadRequest(format!("reading the request body: {e}")))?
+                .to_bytes();
+            Some(Body::Buffered(bytes))
+        } else {
+            Some(Body::Streamed(body))
+        };
+
+        let idempotent = is_idempotent(&parts.method);
+        let state = upstream.state_full();
+        let max_attempts = match cfg.retries {
+            Some(r) => r as usize + 1,
+            None => state.endpoints.len().max(1),
+        }
+        .min(MAX_ATTEMPTS);
+        let mut tried = [0usize; MAX_ATTEMPTS];
+        let mut attempt = 0;
+        let clients = &upstream.clients;
+        let mut progress = None;
+        loop {
+            let pick = state
+                .balancer
+                .pick(
+                    &state.endpoints,
+                    &PickCtx {
+                        hash,
+                        tried: &tried[..attempt],
+                    },
+                )
+                .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.to_string()))?;
+            if pick.panic {
+                upstream.panic.count_pick();
+            }
+            let endpoint = &state.endpoints[pick.index];
+            tried[attempt] = pick.index;
+            attempt += 1;
+            outcome.endpoint = Some(endpoint.addr);
+            outcome.attempts = attempt;
+            if attempt > 1 {
+                upstream
+                    .stats
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+
+            // HTTP/1.1 connections are the endpoint's own: the origin form is
+            // all they need. hyper-util's h2c client routes on the full URI.
+            let uri = if h2 {
+                Uri::builder()
+                    .scheme("http")
+                    .authority(endpoint.authority.clone())
+                    .path_and_query(path.clone())
+                    .build()
+                    .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+            } else {
+                Uri::from(path.clone())
+            };
+            let mut req = Request::new(match body.take() {
+                Some(Body::Buffered(b)) => {
+                    body = Some(Body::Buffered(b.clone()));
+                    RequestBody::Buffered((!b.is_empty()).then_some(b))
+                }
+                Some(Body::Streamed(s)) => {
+                    let p = Progress::new();
+                    progress = Some(p.clone());
+                    RequestBody::Streamed(s, p)
+                }
+                None => unreachable!("a streamed body is never retried"),
+            });
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri;
+            // Headers are cloned only while another attempt may need them.
+            *req.headers_mut() = if body.is_none() || attempt == max_attempts {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            *req.version_mut() = if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
+            if matches!(cfg.pass_host, PassHost::Node)
+                || !(host_in_lines || req.headers().contains_key(header::HOST))
             {
-                parts.headers.insert(header::HOST, h);
+                req.headers_mut()
+                    .insert(header::HOST, endpoint.host.clone());
             }
-        }
-        PassHost::Rewrite => {
-            if let Some(h) = &upstream.host_header {
-                parts.headers.insert(header::HOST, h.clone());
-            }
-        }
-        PassHost::Node => {}
-    }
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
 
-    let mut body = if body.is_end_stream() {
-        // No body (most GETs): nothing to collect.
-        Some(Body::Buffered(Bytes::new()))
-    } else if replayable {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| ProxyError::BadRequest(format!("reading the request body: {e}")))?
-            .to_bytes();
-        Some(Body::Buffered(bytes))
-    } else {
-        Some(Body::Streamed(body))
-    };
-
-    let idempotent = is_idempotent(&parts.method);
-    let state = upstream.state_full();
-    let max_attempts = match cfg.retries {
-        Some(r) => r as usize + 1,
-        None => state.endpoints.len().max(1),
-    }
-    .min(MAX_ATTEMPTS);
-    let mut tried = [0usize; MAX_ATTEMPTS];
-    let mut attempt = 0;
-    let clients = &upstream.clients;
-    let mut progress = None;
-    loop {
-        let pick = state
-            .balancer
-            .pick(
-                &state.endpoints,
-                &PickCtx {
+            // The sidecar's own HTTP/1.1 client writes the request head: the
+            // trace context line goes there, not in the map.
+            let mut context_line = None;
+            let attempt_trace = trace.as_deref_mut().and_then(|t| {
+                t.start_attempt(
+                    req.headers_mut(),
+                    own_h1.then_some(&mut context_line),
+                    &state,
+                    (pick.index, pick.panic),
                     hash,
-                    tried: &tried[..attempt],
-                },
-            )
-            .ok_or_else(|| ProxyError::NoEndpoint(upstream.name.to_string()))?;
-        if pick.panic {
-            upstream.panic.count_pick();
-        }
-        let endpoint = &state.endpoints[pick.index];
-        tried[attempt] = pick.index;
-        attempt += 1;
-        outcome.endpoint = Some(endpoint.addr);
-        outcome.attempts = attempt;
-        if attempt > 1 {
-            upstream
-                .stats
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+                    attempt,
+                )
+            });
 
-        // HTTP/1.1 connections are the endpoint's own: the origin form is
-        // all they need. hyper-util's h2c client routes on the full URI.
-        let uri = if h2 {
-            Uri::builder()
-                .scheme("http")
-                .authority(endpoint.authority.clone())
-                .path_and_query(path.clone())
-                .build()
-                .map_err(|e| ProxyError::BadRequest(e.to_string()))?
-        } else {
-            Uri::from(path.clone())
-        };
-        let mut req = Request::new(match body.take() {
-            Some(Body::Buffered(b)) => {
-                body = Some(Body::Buffered(b.clone()));
-                RequestBody::Buffered((!b.is_empty()).then_some(b))
-            }
-            Some(Body::Streamed(s)) => {
-                let p = Progress::new();
-                progress = Some(p.clone());
-                RequestBody::Streamed(s, p)
-            }
-            None => unreachable!("a streamed body is never retried"),
-        });
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        // Headers are cloned only while another attempt may need them.
-        *req.headers_mut() = if body.is_none() || attempt == max_attempts {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
-        };
-        *req.version_mut() = if h2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        if matches!(cfg.pass_host, PassHost::Node)
-            || !(host_in_lines || req.headers().contains_key(header::HOST))
-        {
-            req.headers_mut()
-                .insert(header::HOST, endpoint.host.clone());
-        }
-
-        // The sidecar's own HTTP/1.1 client writes the request head: the
-        // trace context line goes there, not in the map.
-        let mut context_line = None;
-        let attempt_trace = trace.as_deref_mut().and_then(|t| {
-            t.start_attempt(
-                req.headers_mut(),
-                own_h1.then_some(&mut context_line),
-                &state,
-                (pick.index, pick.panic),
-                hash,
-                attempt,
-            )
-        });
-
-        let guard = endpoint.state.begin();
-        let attempt_start = guard.started();
-        let can_retry = body.is_some()
-            && attempt < max_attempts
-            && (cfg.retry_timeout.is_zero() || start.elapsed() < cfg.retry_timeout);
-        let (send, read) = (cfg.timeout.send, cfg.timeout.read);
-        let result = if h2 {
-            response_head(clients.h2c.request(req), progress.as_deref(), send, read)
-                .await
-                .map(|r| {
-                    r.map(|resp| (resp.map(UpstreamBody::Hyper), None))
-                        .map_err(SendFailure::from)
-                })
-        } else if let RequestBody::Buffered(bytes) = req.body() {
-            // The whole body is in hand: the sidecar's own connection.
-            let (bytes, p) = (bytes.clone(), req.into_parts().0);
-            let lines = [
-                forwarding.as_deref().unwrap_or_default(),
-                context_line
-                    .as_ref()
-                    .map(TraceparentLine::as_bytes)
-                    .unwrap_or_default(),
-            ];
-            let sent = pool::send_buffered(
-                &endpoint.state.idle,
-                endpoint.addr,
-                clients.http1,
-                &clients.conns,
-                &p.method,
-                path.as_str(),
-                &p.headers,
-                &lines,
-                bytes.as_ref(),
-                idempotent,
-                Instant::now() + send + read,
-            );
-            // The connection keeps its own deadline timer.
-            match sent.await {
-                Err(pool::SendError::Deadline) => Err(send + read),
-                r => Ok(r
-                    .map(|resp| {
-                        let back = Returning {
-                            conn: None,
-                            limits: clients.http1,
-                        };
-                        (resp.map(UpstreamBody::H1), Some(back))
+            let guard = endpoint.state.begin();
+            let attempt_start = guard.started();
+            let can_retry = body.is_some()
+                && attempt < max_attempts
+                && (cfg.retry_timeout.is_zero() || start.elapsed() < cfg.retry_timeout);
+            let (send, read) = (cfg.timeout.send, cfg.timeout.read);
+            let result = if h2 {
+                response_head(clients.h2c.request(req), progress.as_deref(), send, read)
+                    .await
+                    .map(|r| {
+                        r.map(|resp| (resp.map(UpstreamBody::Hyper), None))
+                            .map_err(SendFailure::from)
                     })
-                    .map_err(SendFailure::from)),
-            }
-        } else {
-            // Boxed: the largest future of the three paths, and the rarest
-            // (a body too large to keep for a retry). Inline, every
-            // request's future carried its 1.2 KB, and HTTP/2 streams,
-            // each a task of its own, move that future whole several times.
-            let sent = Box::pin(pool::send(
-                &endpoint.state.idle,
-                endpoint.addr,
-                clients.http1,
-                &clients.conns,
-                req,
-            ));
-            response_head(sent, progress.as_deref(), send, read)
-                .await
-                .map(|r| {
-                    r.map(|(resp, conn)| {
-                        let back = Returning {
-                            conn: Some(conn),
-                            limits: clients.http1,
-                        };
-                        (resp.map(UpstreamBody::Hyper), Some(back))
-                    })
-                    .map_err(SendFailure::from)
-                })
-        };
-        let err = match result {
-            Ok(Ok((resp, conn))) => {
-                let status = resp.status().as_u16();
-                endpoint
-                    .state
-                    .attempts()
-                    .record(attempt_start.elapsed(), false);
-                upstream.record(endpoint, Attempt::Status(status));
-                let retry = can_retry && idempotent && cfg.retry_on_status.contains(&status);
-                if let Some(t) = attempt_trace {
-                    t.answered(status, retry);
+            } else if let RequestBody::Buffered(bytes) = req.body() {
+                // The whole body is in hand: the sidecar's own connection.
+                // Borrowed from `req`, not taken apart: its parts would be
+                // a second request head in every request's future.
+                let lines = [
+                    forwarding.as_deref().unwrap_or_default(),
+                    context_line
+                        .as_ref()
+                        .map(TraceparentLine::as_bytes)
+                        .unwrap_or_default(),
+                ];
+                let sent = pool::send_buffered(
+                    &endpoint.state.idle,
+                    endpoint.addr,
+                    clients.http1,
+                    &clients.conns,
+                    req.method(),
+                    path.as_str(),
+                    req.headers(),
+                    &lines,
+                    bytes.as_ref(),
+                    idempotent,
+                    Instant::now() + send + read,
+                );
+                // The connection keeps its own deadline timer.
+                match sent.await {
+                    Err(pool::SendError::Deadline) => Err(send + read),
+                    r => Ok(r
+                        .map(|resp| {
+                            let back = Returning {
+                                conn: None,
+                                limits: clients.http1,
+                            };
+                            (resp.map(UpstreamBody::H1), Some(back))
+                        })
+                        .map_err(SendFailure::from)),
                 }
-                if retry {
-                    tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr, status, attempt, "retrying on status");
-                    drop(guard);
-                    continue;
-                }
-                let (mut rparts, rbody) = resp.into_parts();
-                strip_hop_by_hop(&mut rparts.headers);
-                return Ok(Response::from_parts(
-                    rparts,
-                    ProxyBody::upstream(rbody, guard, cfg.timeout.read, conn),
+            } else {
+                // Boxed: the largest future of the three paths, and the rarest
+                // (a body too large to keep for a retry). Inline, every
+                // request's future carried its 1.2 KB, and HTTP/2 streams,
+                // each a task of its own, move that future whole several times.
+                let sent = Box::pin(pool::send(
+                    &endpoint.state.idle,
+                    endpoint.addr,
+                    clients.http1,
+                    &clients.conns,
+                    req,
                 ));
+                response_head(sent, progress.as_deref(), send, read)
+                    .await
+                    .map(|r| {
+                        r.map(|(resp, conn)| {
+                            let back = Returning {
+                                conn: Some(conn),
+                                limits: clients.http1,
+                            };
+                            (resp.map(UpstreamBody::Hyper), Some(back))
+                        })
+                        .map_err(SendFailure::from)
+                    })
+            };
+            let err = match result {
+                Ok(Ok((resp, conn))) => {
+                    let status = resp.status().as_u16();
+                    endpoint
+                        .state
+                        .attempts()
+                        .record(attempt_start.elapsed(), false);
+                    upstream.record(endpoint, Attempt::Status(status));
+                    let retry = can_retry && idempotent && cfg.retry_on_status.contains(&status);
+                    if let Some(t) = attempt_trace {
+                        t.answered(status, retry);
+                    }
+                    if retry {
+                        tracing::debug!(upstream = %upstream.name, endpoint = %endpoint.addr, status, attempt, "retrying on status");
+                        drop(guard);
+                        continue;
+                    }
+                    let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    return Ok(Response::from_parts(
+                        rparts,
+                        ProxyBody::upstream(rbody, guard, cfg.timeout.read, conn),
+                    ));
+                }
+                Ok(Err(SendFailure {
+                    connect: true,
+                    source,
+                })) => ProxyError::Connect {
+                    endpoint: endpoint.addr.to_string(),
+                    source,
+                },
+                Ok(Err(SendFailure { source, .. })) => ProxyError::Upstream {
+                    endpoint: endpoint.addr.to_string(),
+                    source,
+                },
+                Err(timeout) => ProxyError::Timeout {
+                    endpoint: endpoint.addr.to_string(),
+                    timeout,
+                },
+            };
+            drop(guard);
+            endpoint
+                .state
+                .attempts()
+                .record(attempt_start.elapsed(), true);
+            if let Some(attempt) = err.attempt() {
+                upstream.record(endpoint, attempt);
             }
-            Ok(Err(SendFailure {
-                connect: true,
-                source,
-            })) => ProxyError::Connect {
-                endpoint: endpoint.addr.to_string(),
-                source,
-            },
-            Ok(Err(SendFailure { source, .. })) => ProxyError::Upstream {
-                endpoint: endpoint.addr.to_string(),
-                source,
-            },
-            Err(timeout) => ProxyError::Timeout {
-                endpoint: endpoint.addr.to_string(),
-                timeout,
-            },
-        };
-        drop(guard);
-        endpoint
-            .state
-            .attempts()
-            .record(attempt_start.elapsed(), true);
-        if let Some(attempt) = err.attempt() {
-            upstream.record(endpoint, attempt);
-        }
-        let retry = can_retry && (err.is_retryable() || idempotent);
-        if let Some(t) = attempt_trace {
-            t.failed(err.kind(), &err, retry);
-        }
-        tracing::debug!(upstream = %upstream.name, error = %err, attempt, retry, "attempt failed");
-        if !retry {
-            return Err(err);
+            let retry = can_retry && (err.is_retryable() || idempotent);
+            if let Some(t) = attempt_trace {
+                t.failed(err.kind(), &err, retry);
+            }
+            tracing::debug!(upstream = %upstream.name, error = %err, attempt, retry, "attempt failed");
+            if !retry {
+                return Err(err);
+            }
         }
     }
 }

@@ -77,7 +77,8 @@ pub(crate) async fn serve_http(
                 });
                 let watched = downstream.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    HttpProxy::serve(downstream.clone(), req)
+                    let (parts, body) = req.into_parts();
+                    HttpProxy::serve(downstream.clone(), parts, body)
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn.into_owned());
