@@ -225,10 +225,9 @@ impl ExportQueue {
     /// the queue is full.
     pub(crate) fn send(&self, record: Record) {
         if let Err(e) = self.records.try_send(record) {
-            let record = match e {
-                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
-            };
-            self.stats.dropped.fetch_add(record.spans(), Relaxed);
+            self.stats
+                .dropped
+                .fetch_add(e.into_inner().spans(), Relaxed);
             start_shedding(&self.stats);
         } else if self.records.max_capacity() - self.records.capacity() >= self.batch {
             self.full.notify_one();
