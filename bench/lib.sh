@@ -32,17 +32,19 @@ YAML
 }
 
 # start_collector [wrapper...]: starts a real OpenTelemetry Collector (OTLP
-# gRPC in, debug exporter out) and sets $collector to its gRPC host:port and
-# $collector_pid.
+# gRPC and HTTP in, debug exporter out) and sets $collector to its gRPC
+# host:port, $collector_http to its HTTP one, and $collector_pid.
 start_collector() {
-    local otelcol port
+    local otelcol port hport
     otelcol=$(scripts/install-otelcol)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     cat >"$dir/otelcol.yaml" <<YAML
 receivers:
   otlp:
     protocols:
       grpc: {endpoint: "127.0.0.1:$port"}
+      http: {endpoint: "127.0.0.1:$hport"}
 exporters:
   debug: {verbosity: basic}
 service:
@@ -56,5 +58,7 @@ YAML
     collector_pid=$!
     pids+=($!)
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+    until (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null; do sleep 0.1; done
     collector=127.0.0.1:$port
+    collector_http=127.0.0.1:$hport
 }
