@@ -13,7 +13,7 @@
 use std::{collections::HashMap, fmt::Write as _, net::IpAddr, sync::Arc, time::SystemTime};
 
 use bytes::BytesMut;
-use http::{HeaderValue, Method, Version};
+use http::{Method, Version};
 use opentelemetry::{Array, Value, trace::Status};
 use opentelemetry_sdk::{Resource, trace::SpanData};
 
@@ -185,9 +185,9 @@ impl Encoder {
 
     fn server(&mut self, w: &mut Writer<'_>, s: &ServerSpan) {
         server_head(w, s);
-        let uri_host = s.uri.host();
-        let host = s.host.as_ref().map(HeaderValue::as_bytes);
-        let user_agent = s.user_agent.as_ref().map(HeaderValue::as_bytes);
+        let uri_host = s.head.uri_host();
+        let host = s.head.host();
+        let user_agent = s.head.user_agent();
         let same = self.request_common.as_ref().is_some_and(|c| {
             c.method == s.method
                 && c.version == s.version
@@ -308,8 +308,8 @@ fn route_attrs(w: &mut Writer<'_>, s: &ServerSpan) {
 fn server_head(w: &mut Writer<'_>, s: &ServerSpan) {
     w.bytes(1, &s.trace_id.to_bytes());
     w.bytes(2, &s.span_id.to_bytes());
-    if let Some(ts) = &s.trace_state {
-        w.bytes(3, ts.as_bytes());
+    if let Some(ts) = s.head.trace_state() {
+        w.bytes(3, ts);
     }
     if let Some(p) = s.parent {
         w.bytes(4, &p.to_bytes());
@@ -318,18 +318,18 @@ fn server_head(w: &mut Writer<'_>, s: &ServerSpan) {
     w.uint(6, SERVER);
     w.fixed64(7, nanos(s.start));
     w.fixed64(8, nanos(s.end));
-    attr_str(w, "url.path", s.uri.path());
+    attr_str(w, "url.path", s.head.path());
     attr_int(w, "network.peer.port", i64::from(s.client.port()));
-    if let Some(q) = s.uri.query() {
+    if let Some(q) = s.head.query() {
         attr_str(w, "url.query", q);
     }
 }
 
 /// The host a server span names: the URI's, else the `Host` header's.
 fn request_host(s: &ServerSpan) -> Option<&str> {
-    match (s.uri.host(), &s.host) {
+    match (s.head.uri_host(), s.head.host()) {
         (Some(h), _) => Some(h),
-        (None, Some(h)) => h.to_str().ok().map(strip_port),
+        (None, Some(h)) => std::str::from_utf8(h).ok().map(strip_port),
         (None, None) => None,
     }
 }
@@ -341,7 +341,11 @@ fn request_attrs(w: &mut Writer<'_>, s: &ServerSpan) {
     if let Some(h) = request_host(s) {
         attr_str(w, "server.address", h);
     }
-    if let Some(ua) = s.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+    if let Some(ua) = s
+        .head
+        .user_agent()
+        .and_then(|v| std::str::from_utf8(v).ok())
+    {
         attr_str(w, "user_agent.original", ua);
     }
     if let Some(status) = s.status {
@@ -368,8 +372,8 @@ fn server_tail(w: &mut Writer<'_>, s: &ServerSpan) {
 fn client_head(w: &mut Writer<'_>, r: &ServerSpan, s: &ClientSpan) -> bool {
     w.bytes(1, &r.trace_id.to_bytes());
     w.bytes(2, &s.span_id.to_bytes());
-    if let Some(ts) = &r.trace_state {
-        w.bytes(3, ts.as_bytes());
+    if let Some(ts) = r.head.trace_state() {
+        w.bytes(3, ts);
     }
     w.bytes(4, &r.span_id.to_bytes());
     w.str(5, span_name(&r.method));
@@ -387,10 +391,7 @@ fn client_head(w: &mut Writer<'_>, r: &ServerSpan, s: &ClientSpan) -> bool {
                 &[
                     b"http://",
                     endpoint.authority.as_str().as_bytes(),
-                    r.uri
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .as_bytes(),
+                    r.head.path_and_query().as_bytes(),
                 ],
             );
         });

@@ -2,8 +2,8 @@
 //! span per upstream attempt, with W3C trace context taken from the request
 //! and given to the upstream.
 //!
-//! The request path only captures raw values (ids, clocks, the method,
-//! refcounted clones of the URI and headers, addresses, the endpoint set and
+//! The request path only captures raw values (ids, clocks, the method, the
+//! text of the URI and a few header fields, addresses, the endpoint set and
 //! the pick) into one plain record per request, which holds its attempts
 //! too, and hands it to the export queue with one `try_send`; attribute
 //! formatting, the balancer's explanation and the OTLP encoding happen on
@@ -16,14 +16,14 @@ use std::{
     time::SystemTime,
 };
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, request::Parts};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version, request::Parts};
 
 use super::Telemetry;
 use super::{
     context::{Parent, SpanId, TraceId, TraceparentLine, parse_traceparent, traceparent},
     export::{ExportQueue, ExportStats, Record},
     otel::SamplerChoice,
-    recycle::Pooled,
+    recycle::{Pooled, Recycle},
 };
 use crate::upstream::UpstreamState;
 
@@ -76,15 +76,12 @@ pub(crate) struct ServerSpan {
     pub(crate) trace_id: TraceId,
     pub(crate) span_id: SpanId,
     pub(crate) parent: Option<SpanId>,
-    pub(crate) trace_state: Option<HeaderValue>,
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
     pub(crate) method: Method,
-    pub(crate) uri: Uri,
     pub(crate) version: Version,
-    /// The `Host` header, when the URI has no host.
-    pub(crate) host: Option<HeaderValue>,
-    pub(crate) user_agent: Option<HeaderValue>,
+    /// The URI's text, `Host`, `User-Agent` and `tracestate`.
+    pub(crate) head: HeadText,
     pub(crate) client: SocketAddr,
     pub(crate) route: Arc<str>,
     pub(crate) upstream: Arc<str>,
@@ -102,6 +99,138 @@ pub(crate) struct ServerSpan {
 pub(crate) struct Attempts {
     first: Option<ClientSpan>,
     more: Vec<ClientSpan>,
+}
+
+/// The text of the request head that a server span reports: the path and
+/// query, the URI's host, and the `Host`, `User-Agent` and `tracestate`
+/// fields. Copied, not shared: the head's values are slices of the
+/// connection's read buffer, and a span holding one until it is exported
+/// kept that whole buffer (8 KB) alive and had the export thread free it.
+/// Its buffers go from one record to the next ([`Recycle`]).
+#[derive(Debug, Default)]
+pub(crate) struct HeadText {
+    /// The path and query, then the URI's host.
+    uri: String,
+    /// Where the path ends in `uri` (the query, if any, follows its `?`),
+    /// and where the URI's host starts (`None`: no host).
+    path_end: usize,
+    query: bool,
+    uri_host: Option<usize>,
+    /// The values of `Host`, `User-Agent` and `tracestate`, one after the
+    /// other, with where each ends (`None`: absent).
+    fields: Vec<u8>,
+    ends: [Option<usize>; 3],
+}
+
+/// The header fields [`HeadText`] keeps, as indexes into its `ends`.
+#[derive(Clone, Copy)]
+enum Field {
+    Host = 0,
+    UserAgent = 1,
+    TraceState = 2,
+}
+
+impl HeadText {
+    /// Fills `self` (emptied, as a spare is) from a request head.
+    fn fill(
+        &mut self,
+        uri: &http::Uri,
+        host: Option<&HeaderValue>,
+        user_agent: Option<&HeaderValue>,
+        trace_state: Option<&HeaderValue>,
+    ) {
+        self.uri.push_str(uri.path());
+        self.path_end = self.uri.len();
+        if let Some(q) = uri.query() {
+            self.uri.push('?');
+            self.uri.push_str(q);
+        }
+        self.query = uri.query().is_some();
+        self.uri_host = uri.host().map(|h| {
+            let at = self.uri.len();
+            self.uri.push_str(h);
+            at
+        });
+        // The `Host` field only matters when the URI has no host.
+        let host = host.filter(|_| self.uri_host.is_none());
+        for (field, value) in [
+            (Field::Host, host),
+            (Field::UserAgent, user_agent),
+            (Field::TraceState, trace_state),
+        ] {
+            self.ends[field as usize] = value.map(|v| {
+                self.fields.extend_from_slice(v.as_bytes());
+                self.fields.len()
+            });
+        }
+    }
+
+    /// The path and query, as the request line had them (origin form;
+    /// `/` for none).
+    pub(crate) fn path_and_query(&self) -> &str {
+        let end = self.uri_host.unwrap_or(self.uri.len());
+        match &self.uri[..end] {
+            "" => "/",
+            pq => pq,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        &self.uri[..self.path_end]
+    }
+
+    pub(crate) fn query(&self) -> Option<&str> {
+        let end = self.uri_host.unwrap_or(self.uri.len());
+        self.query.then(|| &self.uri[self.path_end + 1..end])
+    }
+
+    /// The URI's host (absolute-form and HTTP/2 requests).
+    pub(crate) fn uri_host(&self) -> Option<&str> {
+        self.uri_host.map(|at| &self.uri[at..])
+    }
+
+    /// The `Host` field, when the URI has no host.
+    pub(crate) fn host(&self) -> Option<&[u8]> {
+        self.field(Field::Host)
+    }
+
+    pub(crate) fn user_agent(&self) -> Option<&[u8]> {
+        self.field(Field::UserAgent)
+    }
+
+    /// The `tracestate` the span continues (only with a valid parent).
+    pub(crate) fn trace_state(&self) -> Option<&[u8]> {
+        self.field(Field::TraceState)
+    }
+
+    fn field(&self, field: Field) -> Option<&[u8]> {
+        let i = field as usize;
+        let end = self.ends[i]?;
+        // The fields are stored in order: this one starts where the last
+        // present one before it ends.
+        let start = self.ends[..i].iter().rev().find_map(|e| *e).unwrap_or(0);
+        Some(&self.fields[start..end])
+    }
+
+    /// Empties it, keeping its buffers.
+    fn clear(&mut self) {
+        self.uri.clear();
+        self.fields.clear();
+        self.path_end = 0;
+        self.query = false;
+        self.uri_host = None;
+        self.ends = [None; 3];
+    }
+}
+
+impl Recycle for ServerSpan {
+    type Spare = HeadText;
+
+    fn spare(&mut self) -> HeadText {
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
+        head
+    }
 }
 
 /// The raw values of a client span: the endpoint set the pick used and the
@@ -242,28 +371,29 @@ impl ProxyTracer {
         let span_id = SpanId::random();
         let trace_state = parent.and(fields.tracestate).cloned();
         let span = self.sampler.sample(parent.as_ref(), trace_id).then(|| {
-            self.queue.boxes.server.fill(ServerSpan {
-                trace_id,
-                span_id,
-                parent: parent.map(|p| p.span_id),
-                trace_state: trace_state.clone(),
-                start: SystemTime::now(),
-                end: SystemTime::UNIX_EPOCH,
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                version: parts.version,
-                host: if parts.uri.host().is_some() {
-                    None
-                } else {
-                    fields.host.cloned()
-                },
-                user_agent: fields.user_agent.cloned(),
-                client,
-                route: route.clone(),
-                upstream: upstream.clone(),
-                status: None,
-                error: None,
-                attempts: Attempts::default(),
+            self.queue.boxes.server.fill(|mut head| {
+                head.fill(
+                    &parts.uri,
+                    fields.host,
+                    fields.user_agent,
+                    trace_state.as_ref(),
+                );
+                ServerSpan {
+                    trace_id,
+                    span_id,
+                    parent: parent.map(|p| p.span_id),
+                    start: SystemTime::now(),
+                    end: SystemTime::UNIX_EPOCH,
+                    method: parts.method.clone(),
+                    version: parts.version,
+                    head,
+                    client,
+                    route: route.clone(),
+                    upstream: upstream.clone(),
+                    status: None,
+                    error: None,
+                    attempts: Attempts::default(),
+                }
             })
         });
         Some(RequestTrace {
@@ -473,6 +603,41 @@ mod tests {
             Some(&b"example.test"[..])
         );
         assert_eq!(f.user_agent.map(HeaderValue::as_bytes), Some(&b"curl"[..]));
+    }
+
+    #[test]
+    fn head_text_keeps_the_uri_and_fields_it_copied() {
+        let v = HeaderValue::from_static;
+        let mut head = HeadText::default();
+        let uri: http::Uri = "/api/items?page=2&q=x".parse().expect("valid URI");
+        head.fill(&uri, Some(&v("example.test:8080")), None, Some(&v("k=v")));
+        assert_eq!(head.path_and_query(), "/api/items?page=2&q=x");
+        assert_eq!(head.path(), "/api/items");
+        assert_eq!(head.query(), Some("page=2&q=x"));
+        assert_eq!(head.uri_host(), None);
+        assert_eq!(head.host(), Some(&b"example.test:8080"[..]));
+        assert_eq!(head.user_agent(), None, "absent between two present");
+        assert_eq!(head.trace_state(), Some(&b"k=v"[..]));
+
+        // Emptied as a spare, then filled by the next request: nothing of
+        // the first is left.
+        let mut span_head = head;
+        span_head.clear();
+        let uri: http::Uri = "http://upstream.test/x".parse().expect("valid URI");
+        span_head.fill(&uri, Some(&v("ignored.test")), Some(&v("curl/8")), None);
+        assert_eq!(span_head.path_and_query(), "/x");
+        assert_eq!(span_head.path(), "/x");
+        assert_eq!(span_head.query(), None);
+        assert_eq!(span_head.uri_host(), Some("upstream.test"));
+        assert_eq!(span_head.host(), None, "the URI's host wins");
+        assert_eq!(span_head.user_agent(), Some(&b"curl/8"[..]));
+        assert_eq!(span_head.trace_state(), None);
+
+        span_head.clear();
+        let uri: http::Uri = "upstream.test:443".parse().expect("authority form");
+        span_head.fill(&uri, None, None, None);
+        assert_eq!(span_head.path_and_query(), "/", "no path is the root");
+        assert_eq!(span_head.query(), None);
     }
 
     #[test]
