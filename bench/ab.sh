@@ -5,7 +5,8 @@
 # after a change, where a single run would be lost in CPU steal. Not a test.
 #
 # Usage: bench/ab.sh before-binary after-binary [seconds] [rounds] [ENV=value...]
-#   COLLECTOR=1   trace every request to a real Collector (pinned to CPU 0)
+#   COLLECTOR=1   trace every request to a real Collector (on CPU 0 at the
+#                 lowest priority, as in otel-overhead.sh)
 set -euo pipefail
 A=$(realpath "${1:?usage: bench/ab.sh before after [seconds] [rounds]}")
 B=$(realpath "${2:?usage: bench/ab.sh before after [seconds] [rounds]}")
@@ -18,7 +19,7 @@ shift $(( $# >= 4 ? 4 : $# ))
 start_backend taskset -c 1
 write_sidecar_config
 extra=("$@")
-if [ -n "${COLLECTOR:-}" ]; then start_collector taskset -c 0; extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector"); fi
+if [ -n "${COLLECTOR:-}" ]; then start_collector nice -n 19 taskset -c 0; extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector"); fi
 declare -A proxy spid
 for n in A B; do
   bin_=${!n}
