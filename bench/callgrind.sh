@@ -12,6 +12,9 @@
 #   PROTO=h2c      drive the sidecar with HTTP/2 prior knowledge
 #   COLLECTOR=1    start a real OpenTelemetry Collector and trace every
 #                  request to it (100% sampled)
+#   PROXY=nginx    profile nginx instead (one process, the proxy settings of
+#                  bench/run): the CPU comparison of the benchmark counted
+#                  in instructions, which CPU steal does not move
 #   e.g. bench/callgrind.sh 20000 10 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +35,33 @@ if [ -n "${COLLECTOR:-}" ]; then
     start_collector
     extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector")
 fi
-env "${extra[@]}" "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-    "$sidecar" --config "$dir/sidecar.yaml" --workers 1 >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
-spid=$!
-pids+=($spid)
-until grep -q listening "$dir/sidecar.out" 2>/dev/null; do sleep 0.2; done
-proxy=$(sed 's/.* http=\([^ ]*\).*/\1/' "$dir/sidecar.out")
+if [ "${PROXY:-sidecar}" = nginx ]; then
+    nginx=$(bench/install-peers | grep '^nginx=' | cut -d= -f2)
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    port=$(free_port)
+    h2port=$(free_port)
+    # bench/proxies.py's settings, in one process (no master) for valgrind.
+    python3 - "$backend" "$port" "$h2port" "$dir" >"$dir/nginx.conf" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+from proxies import nginx_config
+backend, h1, h2, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+print(nginx_config([backend], h1, h2, d).replace("master_process on;", "master_process off;"))
+PY
+    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+        "$nginx" -c "$dir/nginx.conf" -p "$dir" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
+    spid=$!
+    pids+=($spid)
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done
+    proxy=127.0.0.1:$port
+else
+    env "${extra[@]}" "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+        "$sidecar" --config "$dir/sidecar.yaml" --workers 1 >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
+    spid=$!
+    pids+=($spid)
+    until grep -q listening "$dir/sidecar.out" 2>/dev/null; do sleep 0.2; done
+    proxy=$(sed 's/.* http=\([^ ]*\).*/\1/' "$dir/sidecar.out")
+fi
 flags=()
 [ "${PROTO:-}" = h2c ] && flags+=(--http2)
 "$oha" --no-tui -n 2000 -c "$conns" "${flags[@]}" "http://$proxy/" >/dev/null
