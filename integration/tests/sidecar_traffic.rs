@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::{Method, Version, header};
 use integration::{
     Adapter, Backend, EndpointFile, HttpClient, Sidecar, closed_port, empty_body, full_body,
-    http_request, read_body, service_file, streamed_body, web_config, web_nodes,
+    http_request, read_body, scrape, service_file, streamed_body, web_config, web_nodes,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -384,6 +384,47 @@ async fn raw_http_get(addr: SocketAddr) -> Result<String> {
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer).await?;
     Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// With `pass_host: node`, every attempt names its own endpoint in `Host`:
+/// a request retried after a refused connection reaches the live endpoint
+/// with that endpoint's address, not the refused one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_names_the_endpoint_that_answers_in_host() -> Result<()> {
+    let backend = Backend::start("a").await?;
+    let nodes = [backend.addr(), closed_port()?];
+    let extra = "    retries: 1\n    pass_host: node\n";
+    let sidecar = Sidecar::start(&static_config(&nodes, extra)).await?;
+    sidecar.explain(
+        async {
+            let http = sidecar.listener("http")?;
+            let client = HttpClient::http1();
+            // Round robin over the two: every other request tries the
+            // closed port first.
+            for i in 0..6 {
+                let req = http_request(Method::GET, http, "/headers")
+                    .header(header::HOST, "app.example")
+                    .body(empty_body())?;
+                let reply = client.send(req).await?.ok()?;
+                let lines = header_lines(&reply.text());
+                ensure!(
+                    header(&lines, "host") == [backend.addr().to_string()],
+                    "request {i}: with pass_host: node the backend should see its own \
+                     address as Host; it saw:\n{}",
+                    reply.text()
+                );
+            }
+            let retries = scrape(sidecar.admin())
+                .await?
+                .get("sidecar_upstream_retries_total", &[("upstream", "web")]);
+            ensure!(
+                retries.is_some_and(|r| r >= 3.0),
+                "{retries:?} retries: the closed port was not tried first as often as expected"
+            );
+            Ok(())
+        }
+        .await,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,6 +310,10 @@ fn forward<'a>(
         };
 
         let idempotent = is_idempotent(&parts.method);
+        // Whether each attempt names its endpoint in `Host`: decided on the
+        // head as it came, the same for every attempt.
+        let endpoint_host = matches!(cfg.pass_host, PassHost::Node)
+            || !(host_in_lines || parts.headers.contains_key(header::HOST));
         let state = upstream.state_full();
         let max_attempts = match cfg.retries {
             Some(r) => r as usize + 1,
@@ -372,22 +376,30 @@ fn forward<'a>(
             });
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
-            // Headers are cloned only while another attempt may need them.
-            *req.headers_mut() = if body.is_none() || attempt == max_attempts {
-                std::mem::take(&mut parts.headers)
-            } else {
-                parts.headers.clone()
-            };
+            // The sidecar's own HTTP/1.1 client writes the head from the
+            // request's own map, which every attempt changes alike (its
+            // endpoint's `Host`, the trace context); hyper's clients take a
+            // map of their own, cloned only while another attempt may need
+            // the original.
+            if !own_h1 {
+                *req.headers_mut() = if body.is_none() || attempt == max_attempts {
+                    std::mem::take(&mut parts.headers)
+                } else {
+                    parts.headers.clone()
+                };
+            }
             *req.version_mut() = if h2 {
                 Version::HTTP_2
             } else {
                 Version::HTTP_11
             };
-            if matches!(cfg.pass_host, PassHost::Node)
-                || !(host_in_lines || req.headers().contains_key(header::HOST))
-            {
+            let headers = if own_h1 {
+                &mut parts.headers
+            } else {
                 req.headers_mut()
-                    .insert(header::HOST, endpoint.host.clone());
+            };
+            if endpoint_host {
+                headers.insert(header::HOST, endpoint.host.clone());
             }
 
             // The sidecar's own HTTP/1.1 client writes the request head: the
@@ -395,7 +407,7 @@ fn forward<'a>(
             let mut context_line = None;
             let attempt_trace = trace.as_deref_mut().and_then(|t| {
                 t.start_attempt(
-                    req.headers_mut(),
+                    headers,
                     own_h1.then_some(&mut context_line),
                     &state,
                     (pick.index, pick.panic),
@@ -435,7 +447,7 @@ fn forward<'a>(
                     &clients.conns,
                     req.method(),
                     path.as_str(),
-                    req.headers(),
+                    &parts.headers,
                     &lines,
                     bytes.as_ref(),
                     idempotent,
