@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, counted by callgrind: deterministic where
 # wall-clock runs on this machine are not (CPU steal). Runs the release
-# sidecar under valgrind in front of one demo backend, warms up, zeroes the
+# sidecar under valgrind in front of demo backends (one; BACKENDS=3 as in
+# bench/run), warms up, zeroes the
 # counters, sends a fixed number of requests with oha, dumps, and prints the
 # total and per-request instruction counts and the top functions (inclusive
 # and self). Not a test. Callgrind counts each byte of a `rep movsb` copy as
@@ -30,6 +31,17 @@ cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar -
 sidecar=${SIDECAR:-$bin/sidecar}
 start_backend
 write_sidecar_config
+backends=("$backend")
+for i in $(seq 2 "${BACKENDS:-1}"); do
+    "$bin/demo-backend" --name "b$i" --listen 127.0.0.1:0 >"$dir/b$i.out" &
+    pids+=($!)
+    until grep -q listening "$dir/b$i.out" 2>/dev/null; do sleep 0.05; done
+    backends+=("$(sed 's/.*http=//' "$dir/b$i.out")")
+done
+if [ "${#backends[@]}" -gt 1 ]; then
+    nodes=$(printf '"%s": 1, ' "${backends[@]}")
+    sed -i "s|    nodes: {.*}|    nodes: {${nodes%, }}|" "$dir/sidecar.yaml"
+fi
 extra=()
 if [ -n "${COLLECTOR:-}" ]; then
     start_collector
@@ -41,12 +53,12 @@ if [ "${PROXY:-sidecar}" = nginx ]; then
     port=$(free_port)
     h2port=$(free_port)
     # bench/proxies.py's settings, in one process (no master) for valgrind.
-    python3 - "$backend" "$port" "$h2port" "$dir" >"$dir/nginx.conf" <<'PY'
+    python3 - "$port" "$h2port" "$dir" "${backends[@]}" >"$dir/nginx.conf" <<'PY'
 import sys
 sys.path.insert(0, "bench")
 from proxies import nginx_config
-backend, h1, h2, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-print(nginx_config([backend], h1, h2, d).replace("master_process on;", "master_process off;"))
+h1, h2, d, backends = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+print(nginx_config(backends, h1, h2, d).replace("master_process on;", "master_process off;"))
 PY
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
         "$nginx" -c "$dir/nginx.conf" -p "$dir" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
