@@ -142,8 +142,10 @@ impl H1Conn {
         out.push(b' ');
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut had_length = false;
         for (name, value) in headers {
             if name == header::CONTENT_LENGTH {
+                had_length = true;
                 continue;
             }
             out.extend_from_slice(name.as_str().as_bytes());
@@ -155,7 +157,7 @@ impl H1Conn {
             out.extend_from_slice(l);
         }
         let len = body.map_or(0, Bytes::len);
-        if len > 0 || headers.contains_key(header::CONTENT_LENGTH) || expects_body(method) {
+        if len > 0 || had_length || expects_body(method) {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -616,6 +618,67 @@ impl Body for H1Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The head `write_request` sends for `method`, `headers` and `body`.
+    async fn written(method: Method, headers: &[(&str, &str)], body: Option<&str>) -> String {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let io = TcpStream::connect(addr).await.expect("connect on loopback");
+        let (mut peer, _) = listener.accept().await.expect("accept");
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("valid name"),
+                HeaderValue::from_str(v).expect("valid value"),
+            );
+        }
+        let body = body.map(|b| Bytes::copy_from_slice(b.as_bytes()));
+        let stats = Arc::new(ConnectionStats::default());
+        let mut conn = H1Conn::new(io, &stats);
+        conn.write_request(&method, "/x", &map, &[b"x-line: 1\r\n"], body.as_ref())
+            .await
+            .expect("write to loopback");
+        drop(conn);
+        let mut text = String::new();
+        peer.read_to_string(&mut text)
+            .await
+            .expect("read the request");
+        text
+    }
+
+    #[tokio::test]
+    async fn the_body_decides_content_length() {
+        // A client's length goes; the body's is written once, after the lines.
+        let text = written(
+            Method::POST,
+            &[("host", "h"), ("content-length", "99")],
+            Some("hello"),
+        )
+        .await;
+        assert_eq!(
+            text,
+            "POST /x HTTP/1.1\r\nhost: h\r\nx-line: 1\r\ncontent-length: 5\r\n\r\nhello"
+        );
+        // An empty body the client announced as such keeps `0`.
+        let text = written(Method::GET, &[("content-length", "0")], None).await;
+        assert_eq!(
+            text,
+            "GET /x HTTP/1.1\r\nx-line: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+        // A GET without one gets none; a POST without a body says `0`.
+        let text = written(Method::GET, &[], None).await;
+        assert_eq!(text, "GET /x HTTP/1.1\r\nx-line: 1\r\n\r\n");
+        let text = written(Method::POST, &[], None).await;
+        assert_eq!(
+            text,
+            "POST /x HTTP/1.1\r\nx-line: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
 
     fn head(text: &str) -> (Response<()>, u8, Seen) {
         let mut buf = BytesMut::from(text.as_bytes());
