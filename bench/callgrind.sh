@@ -29,19 +29,8 @@ oha=$(grep '^oha=' /tmp/tools.txt 2>/dev/null | cut -d= -f2 || true)
 cargo build --release --locked --quiet -p sidecar -p integration --bin sidecar --bin demo-backend
 . bench/lib.sh
 sidecar=${SIDECAR:-$bin/sidecar}
-start_backend
+for i in $(seq 1 "${BACKENDS:-1}"); do add_backend "b$i"; done
 write_sidecar_config
-backends=("$backend")
-for i in $(seq 2 "${BACKENDS:-1}"); do
-    "$bin/demo-backend" --name "b$i" --listen 127.0.0.1:0 >"$dir/b$i.out" &
-    pids+=($!)
-    until grep -q listening "$dir/b$i.out" 2>/dev/null; do sleep 0.05; done
-    backends+=("$(sed 's/.*http=//' "$dir/b$i.out")")
-done
-if [ "${#backends[@]}" -gt 1 ]; then
-    nodes=$(printf '"%s": 1, ' "${backends[@]}")
-    sed -i "s|    nodes: {.*}|    nodes: {${nodes%, }}|" "$dir/sidecar.yaml"
-fi
 extra=()
 if [ -n "${COLLECTOR:-}" ]; then
     start_collector
@@ -49,7 +38,6 @@ if [ -n "${COLLECTOR:-}" ]; then
 fi
 if [ "${PROXY:-sidecar}" = nginx ]; then
     nginx=$(bench/install-peers | grep '^nginx=' | cut -d= -f2)
-    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
     port=$(free_port)
     h2port=$(free_port)
     # bench/proxies.py's settings, in one process (no master) for valgrind.

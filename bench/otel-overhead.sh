@@ -36,7 +36,6 @@ else
 fi
 . bench/lib.sh
 sidecar=${SIDECAR:-$bin/sidecar}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_backend taskset -c 1
 

@@ -111,10 +111,9 @@ pub(crate) struct Attempts {
 pub(crate) struct HeadText {
     /// The path and query, then the URI's host.
     uri: String,
-    /// Where the path ends in `uri` (the query, if any, follows its `?`),
-    /// and where the URI's host starts (`None`: no host).
+    /// Where the path ends in `uri` (a query, if any, follows its `?`
+    /// up to the host), and where the URI's host starts (`None`: no host).
     path_end: usize,
-    query: bool,
     uri_host: Option<usize>,
     /// The values of `Host`, `User-Agent` and `tracestate`, one after the
     /// other, with where each ends (`None`: absent).
@@ -145,7 +144,6 @@ impl HeadText {
             self.uri.push('?');
             self.uri.push_str(q);
         }
-        self.query = uri.query().is_some();
         self.uri_host = uri.host().map(|h| {
             let at = self.uri.len();
             self.uri.push_str(h);
@@ -168,8 +166,7 @@ impl HeadText {
     /// The path and query, as the request line had them (origin form;
     /// `/` for none).
     pub(crate) fn path_and_query(&self) -> &str {
-        let end = self.uri_host.unwrap_or(self.uri.len());
-        match &self.uri[..end] {
+        match &self.uri[..self.path_and_query_end()] {
             "" => "/",
             pq => pq,
         }
@@ -180,8 +177,13 @@ impl HeadText {
     }
 
     pub(crate) fn query(&self) -> Option<&str> {
-        let end = self.uri_host.unwrap_or(self.uri.len());
-        self.query.then(|| &self.uri[self.path_end + 1..end])
+        let end = self.path_and_query_end();
+        (end > self.path_end).then(|| &self.uri[self.path_end + 1..end])
+    }
+
+    /// Where the path and query end in `uri`: at the host, if any.
+    fn path_and_query_end(&self) -> usize {
+        self.uri_host.unwrap_or(self.uri.len())
     }
 
     /// The URI's host (absolute-form and HTTP/2 requests).
@@ -217,7 +219,6 @@ impl HeadText {
         self.uri.clear();
         self.fields.clear();
         self.path_end = 0;
-        self.query = false;
         self.uri_host = None;
         self.ends = [None; 3];
     }
