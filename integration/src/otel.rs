@@ -91,14 +91,15 @@ impl Collector {
         Self::start_on(free_port()?).await
     }
 
-    /// Starts the collector with its OTLP/gRPC receiver on `grpc` (a port
-    /// something was told to export to before the collector ran).
-    pub async fn start_on(grpc: SocketAddr) -> Result<Self> {
+    /// Starts the collector with its OTLP/HTTP receiver on `http` (a port
+    /// something was told to export to, over the default transport, before
+    /// the collector ran) and its gRPC one on a port the OS chose.
+    pub async fn start_on(http: SocketAddr) -> Result<Self> {
         let bin = crate::install_tool("install-otelcol")?;
         let dir = tempfile::Builder::new()
             .prefix("tributary-otelcol-")
             .tempdir()?;
-        let http = free_port()?;
+        let grpc = free_port()?;
         let spans_file = dir.path().join("spans.json");
         let config = dir.path().join("config.yaml");
         std::fs::write(

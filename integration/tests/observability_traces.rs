@@ -31,7 +31,8 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
     // A weight-0 node: listed in the explanation as skipped.
     let idle = closed_port()?;
     let nodes = format!("    nodes: {{\"{}\": 1, \"{idle}\": 0}}\n", backend.addr());
-    let endpoint = format!("http://{}", collector.grpc());
+    // No protocol set: the default, OTLP/HTTP.
+    let endpoint = format!("http://{}", collector.http());
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -133,12 +134,12 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
         "skipped {skipped:?}"
     );
 
-    // OTLP/HTTP: a second sidecar exports through the collector's HTTP port.
-    let endpoint = format!("http://{}", collector.http());
+    // OTLP/gRPC: a second sidecar exports through the collector's gRPC port.
+    let endpoint = format!("http://{}", collector.grpc());
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_SERVICE_NAME", "sidecar-over-http"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", "sidecar-over-grpc"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
     let nodes = format!("    nodes: {{\"{}\": 1}}\n", backend.addr());
@@ -149,9 +150,9 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
         .ok()?;
     over_http.explain(
         collector
-            .wait_for_spans(DEADLINE, "spans sent over OTLP/HTTP", |s| {
+            .wait_for_spans(DEADLINE, "spans sent over OTLP/gRPC", |s| {
                 s.iter()
-                    .any(|s| s.service == "sidecar-over-http" && s.kind == SERVER)
+                    .any(|s| s.service == "sidecar-over-grpc" && s.kind == SERVER)
             })
             .await,
     )?;
@@ -169,7 +170,7 @@ async fn the_server_span_ends_with_the_response_body() -> Result<()> {
         size: 50 << 20,
     })
     .await?;
-    let endpoint = format!("http://{}", collector.grpc());
+    let endpoint = format!("http://{}", collector.http());
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -282,7 +283,10 @@ async fn discovery_updates_are_traced_by_the_adapter_and_the_sidecar_with_one_ve
     let collector = Collector::start().await?;
     let (a, b) = (Backend::start("a").await?, Backend::start("b").await?);
     let file = EndpointFile::new(&service_file("web", [&a]))?;
-    let endpoint = format!("http://{}", collector.grpc());
+    // The adapter exports over its default transport, OTLP/HTTP; the
+    // sidecar over gRPC.
+    let endpoint = format!("http://{}", collector.http());
+    let grpc_endpoint = format!("http://{}", collector.grpc());
     let path = file.path().to_str().context("non-UTF-8 temp path")?;
     let mut cmd = std::process::Command::new(workspace_binary("discovery-file")?);
     cmd.args(["--file", path])
@@ -291,7 +295,8 @@ async fn discovery_updates_are_traced_by_the_adapter_and_the_sidecar_with_one_ve
         .env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let adapter = Adapter::start("discovery-file", cmd).await?;
     let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
     let upstream = "    discovery_type: file\n    service_name: web\n";

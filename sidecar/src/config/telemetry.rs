@@ -29,7 +29,7 @@ pub struct Telemetry {
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub otlp_endpoint: Option<String>,
     /// `grpc` or `http/protobuf`. Overrides `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`
-    /// and `OTEL_EXPORTER_OTLP_PROTOCOL`; default `grpc`.
+    /// and `OTEL_EXPORTER_OTLP_PROTOCOL`; default `http/protobuf`.
     pub otlp_protocol: Option<OtlpProtocol>,
     /// Headers sent with each export (for example an API key). Added to
     /// those of `OTEL_EXPORTER_OTLP_HEADERS`. Never logged.
@@ -84,7 +84,8 @@ pub enum OtlpProtocol {
     /// OTLP/gRPC (default port 4317).
     #[serde(rename = "grpc")]
     Grpc,
-    /// OTLP/HTTP with protobuf bodies (default port 4318, path `/v1/traces`).
+    /// OTLP/HTTP with protobuf bodies (default port 4318, path `/v1/traces`):
+    /// the default, as the OTLP exporter specification says.
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
 }

@@ -88,8 +88,9 @@ pub(crate) fn resolve(
             .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .as_deref()
         {
-            None | Some("grpc") => OtlpProtocol::Grpc,
-            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            // The OTLP exporter spec's default transport.
+            None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some("grpc") => OtlpProtocol::Grpc,
             Some(other) => {
                 return Err(format!(
                     "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported (grpc or http/protobuf)"
@@ -320,6 +321,27 @@ mod tests {
             ..Telemetry::default()
         };
         assert_eq!(resolve(&cfg, env(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn the_default_transport_is_otlp_over_http() {
+        let cfg = Telemetry {
+            traces: Some(true),
+            ..Telemetry::default()
+        };
+        let s = resolve(&cfg, env(&[])).unwrap().unwrap();
+        assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(s.endpoint, "http://localhost:4318/v1/traces");
+        let vars = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")];
+        let s = resolve(&Telemetry::default(), env(&vars)).unwrap().unwrap();
+        assert_eq!(s.endpoint, "http://c:4318/v1/traces");
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ];
+        let s = resolve(&Telemetry::default(), env(&vars)).unwrap().unwrap();
+        assert_eq!(s.protocol, OtlpProtocol::Grpc);
+        assert_eq!(s.endpoint, "http://c:4317");
     }
 
     #[test]
