@@ -19,7 +19,7 @@ shift $(( $# >= 4 ? 4 : $# ))
 start_backend taskset -c 1
 write_sidecar_config
 extra=("$@")
-if [ -n "${COLLECTOR:-}" ]; then start_collector nice -n 19 taskset -c 0; extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector"); fi
+if [ -n "${COLLECTOR:-}" ]; then start_collector nice -n 19 taskset -c 0; extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector_http"); fi
 declare -A proxy spid
 for n in A B; do
   bin_=${!n}

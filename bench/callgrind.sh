@@ -13,6 +13,7 @@
 #   PROTO=h2c      drive the sidecar with HTTP/2 prior knowledge
 #   COLLECTOR=1    start a real OpenTelemetry Collector and trace every
 #                  request to it (100% sampled)
+#   OTLP_PROTOCOL=grpc  export to it over gRPC instead of HTTP (the default)
 #   PROXY=nginx    profile nginx instead (one process, the proxy settings of
 #                  bench/run): the CPU comparison of the benchmark counted
 #                  in instructions, which CPU steal does not move
@@ -34,7 +35,11 @@ write_sidecar_config
 extra=()
 if [ -n "${COLLECTOR:-}" ]; then
     start_collector
-    extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector")
+    if [ "${OTLP_PROTOCOL:-http/protobuf}" = grpc ]; then
+        extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector" OTEL_EXPORTER_OTLP_PROTOCOL=grpc)
+    else
+        extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector_http")
+    fi
 fi
 if [ "${PROXY:-sidecar}" = nginx ]; then
     nginx=$(bench/install-peers | grep '^nginx=' | cut -d= -f2)

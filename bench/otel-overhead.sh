@@ -13,14 +13,16 @@
 # Prints requests/s per run, the median per configuration, and the span
 # export counters. Not a test: numbers vary with the machine's load.
 #
-# OTLP_PROTOCOL=http/protobuf exports over HTTP instead of gRPC (the
-# sidecar's default).
+# OTLP_PROTOCOL=grpc exports `live` over gRPC instead of HTTP (the
+# sidecar's default). CONFIGS picks and orders the configurations (default
+# "off dead live"); `live-grpc` is live over gRPC, so "off live live-grpc"
+# compares the two transports in one run. `off` is always the baseline.
 #
 # Each run also prints the steal on CPU 1 (time the hypervisor gave other
 # guests); the ratios are printed again over the rounds in which no run lost
 # more than STEAL_MAX percent (default 3) to it.
 #
-# Usage: [COLLECTOR_CPU=0|1|all] [OTLP_PROTOCOL=grpc|http/protobuf] bench/otel-overhead.sh [seconds] [rounds] [connections]
+# Usage: [COLLECTOR_CPU=0|1|all] [OTLP_PROTOCOL=http/protobuf|grpc] [CONFIGS="off dead live live-grpc"] bench/otel-overhead.sh [seconds] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -40,7 +42,7 @@ sidecar=${SIDECAR:-$bin/sidecar}
 start_backend taskset -c 1
 
 collector_cpu=${COLLECTOR_CPU:-0}
-protocol=${OTLP_PROTOCOL:-grpc}
+protocol=${OTLP_PROTOCOL:-http/protobuf}
 # The collector runs at the lowest CPU priority: it takes the load core's
 # idle time and never holds wrk back (wrk stalled by it would leave the
 # proxy idle, a loss that is not the proxy's). The export counters printed
@@ -66,6 +68,9 @@ settings() { # name: the environment that configuration runs with
                   echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$collector_http"
               fi
               echo "OTEL_EXPORTER_OTLP_PROTOCOL=$protocol" ;;
+        live-grpc) echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$collector"
+              echo "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" ;;
+        *) echo "unknown configuration $1 (off, dead, live, live-grpc)" >&2; exit 1 ;;
     esac
 }
 # Every run gets a fresh sidecar process, warmed up first: a long-lived
@@ -119,11 +124,13 @@ declare -A busy0 total0
 steal_max=${STEAL_MAX:-3}
 steady=0
 echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, order rotating; wrk on CPU 0, backend and sidecars on CPU 1, collector on CPU $collector_cpu at nice $collector_nice, OTLP $protocol"
-configs=(off dead live)
+read -r -a configs <<<"${CONFIGS:-off dead live}"
+[ "${configs[0]}" = off ] || { echo "CONFIGS must start with off, the baseline" >&2; exit 1; }
+others=("${configs[@]:1}")
 for r in $(seq 1 "$rounds"); do
     # The order rotates each round: no configuration always runs first or
     # always follows the same other one.
-    k=$(( (r - 1) % 3 ))
+    k=$(( (r - 1) % ${#configs[@]} ))
     worst=0
     for name in "${configs[@]:k}" "${configs[@]:0:k}"; do
         start "$name"
@@ -152,7 +159,7 @@ for r in $(seq 1 "$rounds"); do
     done
     # Each configuration against off in the same round: the machine's
     # speed drifts between rounds more than within one.
-    for name in dead live; do
+    for name in "${others[@]}"; do
         ratio=$(awk -v a="${round[$name]}" -v o="${round[off]}" 'BEGIN { printf "%.4f", a / o }')
         ratios[$name]="${ratios[$name]:-} $ratio"
         if (( worst <= steal_max )); then calm[$name]="${calm[$name]:-} $ratio"; fi
@@ -161,33 +168,36 @@ for r in $(seq 1 "$rounds"); do
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 off=$(echo "${results[off]}" | median)
-for name in off dead live; do
+for name in "${configs[@]}"; do
     m=$(echo "${results[$name]}" | median)
     awk -v n="$name" -v m="$m" -v o="$off" -v all="${results[$name]}" \
-        'BEGIN { printf "%-5s median %9.0f req/s  %+6.1f%% vs off   (runs:%s)\n", n, m, (m / o - 1) * 100, all }'
+        'BEGIN { printf "%-9s median %9.0f req/s  %+6.1f%% vs off   (runs:%s)\n", n, m, (m / o - 1) * 100, all }'
 done
-for name in dead live; do
+for name in "${others[@]}"; do
     m=$(echo "${ratios[$name]}" | median)
-    awk -v n="$name" -v m="$m" 'BEGIN { printf "%-5s median of per-round ratios to off: %+6.1f%%\n", n, (m - 1) * 100 }'
+    awk -v n="$name" -v m="$m" 'BEGIN { printf "%-9s median of per-round ratios to off: %+6.1f%%\n", n, (m - 1) * 100 }'
 done
-for name in dead live; do
+for name in "${others[@]}"; do
     if [ "$steady" -gt 0 ]; then
         m=$(echo "${calm[$name]}" | median)
         awk -v n="$name" -v m="$m" -v k="$steady" -v s="$steal_max" \
-            'BEGIN { printf "%-5s the same over the %d rounds with at most %d%% steal on CPU 1: %+6.1f%%\n", n, k, s, (m - 1) * 100 }'
+            'BEGIN { printf "%-9s the same over the %d rounds with at most %d%% steal on CPU 1: %+6.1f%%\n", n, k, s, (m - 1) * 100 }'
     else
         echo "$name  no round had at most $steal_max% steal on CPU 1"
     fi
 done
 hz=$(getconf CLK_TCK)
-for name in off dead live; do
+for name in "${configs[@]}"; do
     awk -v n="$name" -v t="${ticks[$name]}" -v hz="$hz" -v r="${reqs[$name]}" \
         -v b="${busy0[$name]}" -v t0="${total0[$name]}" \
         -v x="${xticks[$name]}" \
-        'BEGIN { printf "%-5s sidecar CPU %.1f us per request (all threads; the export thread %.1f); load core %.0f%% busy\n", n, t / hz * 1e6 / r, x / hz * 1e6 / r, b * 100 / t0 }'
+        'BEGIN { printf "%-9s sidecar CPU %.1f us per request (all threads; the export thread %.1f); load core %.0f%% busy\n", n, t / hz * 1e6 / r, x / hz * 1e6 / r, b * 100 / t0 }'
 done
-awk -v t="${cticks[live]}" -v hz="$hz" -v r="${reqs[live]}" \
-    -v c="$collector_cpu" 'BEGIN { printf "live  collector CPU %.1f us per request (on CPU %s)\n", t / hz * 1e6 / r, c }'
-for name in dead live; do
+for name in "${others[@]}"; do
+    [[ $name = live* ]] || continue
+    awk -v n="$name" -v t="${cticks[$name]}" -v hz="$hz" -v r="${reqs[$name]}" \
+        -v c="$collector_cpu" 'BEGIN { printf "%-9s collector CPU %.1f us per request (on CPU %s)\n", n, t / hz * 1e6 / r, c }'
+done
+for name in "${others[@]}"; do
     echo "$name (last run): ${counters[$name]}"
 done
