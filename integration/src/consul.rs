@@ -214,7 +214,38 @@ impl Consul {
         .arg(&config_path);
         let process = Process::spawn("consul", cmd)?;
         self.process = Some(process);
-        self.wait_leader().await
+        self.wait_leader().await?;
+        self.wait_node_reconciled().await
+    }
+
+    /// Polls `/v1/catalog/node/<node>` until the leader has written the
+    /// node's own metadata (`consul-network-segment`) to the catalog. It
+    /// does so on its own schedule after the election; a test that took an
+    /// adapter's endpoint set before then saw every endpoint's `node.*`
+    /// metadata change under it.
+    async fn wait_node_reconciled(&self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let url = format!("{}/v1/catalog/node/{CONSUL_NODE}", self.url());
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await
+                && let Ok(text) = r.text().await
+                && let Ok(body) = serde_json::from_str::<Value>(&text)
+                && body
+                    .pointer("/Node/Meta")
+                    .and_then(Value::as_object)
+                    .is_some_and(|m| m.contains_key("consul-network-segment"))
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "consul at {} did not list node {CONSUL_NODE} with its metadata \
+                     within {START_TIMEOUT:?}",
+                    self.url()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls `/v1/status/leader` until the agent names a leader.
