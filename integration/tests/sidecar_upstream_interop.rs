@@ -1,7 +1,8 @@
 //! The sidecar's own HTTP/1.1 client against an upstream nobody on this
 //! team wrote: Python's `http.server`. It answers in HTTP/1.0 with a body
 //! that ends when it closes the connection, in HTTP/1.1 with a chunked body
-//! and trailers, with no body for HEAD, 204 and 304, and echoes a POST.
+//! and trailers (which reach a client that asked for them), with no body
+//! for HEAD, 204 and 304, and echoes a POST.
 //! Each case runs several times in a row, so a pooled connection in the
 //! wrong state (closed, or with a body left unread) would show.
 
@@ -11,6 +12,10 @@ use anyhow::{Context, Result, ensure};
 use hyper::{Method, header};
 use integration::{
     HttpClient, Process, Sidecar, empty_body, full_body, http_request, web_config, web_nodes,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
 };
 
 /// How long one awaited exchange may take.
@@ -100,6 +105,19 @@ impl PythonUpstream {
     }
 }
 
+/// Sends `GET path` with `extra` fields on a connection of its own and
+/// reads the raw answer until the sidecar closes it.
+async fn raw_get(addr: SocketAddr, path: &str, extra: &str) -> Result<String> {
+    let mut conn = TcpStream::connect(addr).await?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: interop\r\n{extra}Connection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut raw))
+        .await
+        .context("the sidecar did not close the connection")??;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
 /// The body `/close` sends: 0..=255, 400 times.
 fn pattern() -> Vec<u8> {
     (0..400).flat_map(|_| 0..=255u8).collect()
@@ -121,6 +139,15 @@ async fn python_http_server_upstream_in_every_framing() -> Result<()> {
             pattern().len()
         );
     }
+
+    // A client that takes trailers gets the upstream's: its `Trailer`
+    // field is forwarded, and hyper's server sends only declared ones.
+    let raw = raw_get(http, "/chunked", "TE: trailers\r\n").await?;
+    ensure!(
+        raw.contains("\r\n0\r\nx-count: 5\r\n\r\n"),
+        "no x-count trailer after the last chunk: {:?}",
+        &raw[raw.len().saturating_sub(120)..]
+    );
 
     let chunked: Vec<u8> = (0..5u8).flat_map(|i| [b'0' + i; 1000]).collect();
     for i in 0..3 {

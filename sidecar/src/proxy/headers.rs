@@ -68,12 +68,13 @@ impl ClientAddr {
 
 /// Whether `name` is hop-by-hop: never forwarded (RFC 9110 §7.6.1).
 /// `TE` is handled apart: `TE: trailers` is kept, gRPC needs it end to end.
+/// `Trailer` is end to end (RFC 9110 §6.6.2): it declares the trailer
+/// fields, and hyper's HTTP/1.1 server sends only those declared.
 #[inline]
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::PROXY_AUTHENTICATE
         || name == header::PROXY_AUTHORIZATION
-        || name == header::TRAILER
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
         || name == KEEP_ALIVE
@@ -123,7 +124,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &PROXY_CONNECTION,
         &header::PROXY_AUTHENTICATE,
         &header::PROXY_AUTHORIZATION,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ] {
@@ -273,11 +273,14 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-checksum"));
         strip_hop_by_hop(&mut h);
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
         assert!(h.get(header::CONNECTION).is_none() && h.get(header::UPGRADE).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-keep").unwrap(), "1");
+        // End to end: it declares the trailer fields that follow the body.
+        assert_eq!(h.get(header::TRAILER).unwrap(), "x-checksum");
     }
 
     #[test]
