@@ -12,8 +12,8 @@ use anyhow::{Context, Result, ensure};
 use hyper::Method;
 use integration::{
     Adapter, Backend, Collector, EndpointFile, ExportedSpan, Fault, FaultStub, HttpClient, Sidecar,
-    closed_port, empty_body, http_request, read_body, scrape, service_file, wait_for_metrics,
-    web_config, workspace_binary,
+    Subscriber, closed_port, empty_body, http_request, read_body, scrape, service_file,
+    wait_for_metrics, web_config, workspace_binary,
 };
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -325,6 +325,38 @@ async fn discovery_updates_are_traced_by_the_adapter_and_the_sidecar_with_one_ve
     ensure!(got.attr("discovery.kind").as_deref() == Some("delta"));
     ensure!(got.attr("discovery.endpoints").as_deref() == Some("2"));
     ensure!(got.attr("discovery.adapter").as_deref() == Some("file"));
+    Ok(())
+}
+
+/// An adapter that stops exports what it has not sent yet, even on a
+/// runtime of one worker thread (the export runs on that runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_exports_its_last_spans_when_it_stops() -> Result<()> {
+    let collector = Collector::start().await?;
+    let a = Backend::start("a").await?;
+    let file = EndpointFile::new(&service_file("web", [&a]))?;
+    let endpoint = format!("http://{}", collector.http());
+    let path = file.path().to_str().context("non-UTF-8 temp path")?;
+    let mut cmd = std::process::Command::new(workspace_binary("discovery-file")?);
+    cmd.args(["--file", path])
+        .args(integration::loopback_args())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        // Nothing leaves on the schedule: only the flush at the stop.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .env("TOKIO_WORKER_THREADS", "1");
+    let adapter = Adapter::start("discovery-file", cmd).await?;
+    let mut sub = Subscriber::watch(adapter.grpc(), "web").await?;
+    sub.wait_for(DEADLINE, false, "the snapshot", |s| s.len() == 1)
+        .await?;
+    adapter.process().terminate()?;
+    adapter.process().wait_exit(DEADLINE).await?;
+    adapter.explain(
+        collector
+            .wait_for_spans(DEADLINE, "the adapter's snapshot span", |s| {
+                update(s, "discovery-file", "1").is_some()
+            })
+            .await,
+    )?;
     Ok(())
 }
 
