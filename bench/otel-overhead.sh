@@ -13,16 +13,16 @@
 # Prints requests/s per run, the median per configuration, and the span
 # export counters. Not a test: numbers vary with the machine's load.
 #
-# OTLP_PROTOCOL=grpc exports `live` over gRPC instead of HTTP (the
-# sidecar's default). CONFIGS picks and orders the configurations (default
-# "off dead live"); `live-grpc` is live over gRPC, so "off live live-grpc"
-# compares the two transports in one run. `off` is always the baseline.
+# `live` exports over the sidecar's default transport, OTLP/HTTP. CONFIGS
+# picks and orders the configurations (default "off dead live");
+# `live-grpc` is live over gRPC, so "off live live-grpc" compares the two
+# transports in one run. `off` is always the baseline.
 #
 # Each run also prints the steal on CPU 1 (time the hypervisor gave other
 # guests); the ratios are printed again over the rounds in which no run lost
 # more than STEAL_MAX percent (default 3) to it.
 #
-# Usage: [COLLECTOR_CPU=0|1|all] [OTLP_PROTOCOL=http/protobuf|grpc] [CONFIGS="off dead live live-grpc"] bench/otel-overhead.sh [seconds] [rounds] [connections]
+# Usage: [COLLECTOR_CPU=0|1|all] [CONFIGS="off dead live live-grpc"] bench/otel-overhead.sh [seconds] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -42,7 +42,6 @@ sidecar=${SIDECAR:-$bin/sidecar}
 start_backend taskset -c 1
 
 collector_cpu=${COLLECTOR_CPU:-0}
-protocol=${OTLP_PROTOCOL:-http/protobuf}
 # The collector runs at the lowest CPU priority: it takes the load core's
 # idle time and never holds wrk back (wrk stalled by it would leave the
 # proxy idle, a loss that is not the proxy's). The export counters printed
@@ -62,12 +61,7 @@ settings() { # name: the environment that configuration runs with
     case $1 in
         off) ;;
         dead) echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$dead" ;;
-        live) if [ "$protocol" = grpc ]; then
-                  echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$collector"
-              else
-                  echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$collector_http"
-              fi
-              echo "OTEL_EXPORTER_OTLP_PROTOCOL=$protocol" ;;
+        live) echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$collector_http" ;;
         live-grpc) echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://$collector"
               echo "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" ;;
         *) echo "unknown configuration $1 (off, dead, live, live-grpc)" >&2; exit 1 ;;
@@ -123,7 +117,7 @@ declare -A busy0 total0
 # of the steadied ratios below (its runs still count in the rest).
 steal_max=${STEAL_MAX:-3}
 steady=0
-echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, order rotating; wrk on CPU 0, backend and sidecars on CPU 1, collector on CPU $collector_cpu at nice $collector_nice, OTLP $protocol"
+echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, order rotating; wrk on CPU 0, backend and sidecars on CPU 1, collector on CPU $collector_cpu at nice $collector_nice"
 read -r -a configs <<<"${CONFIGS:-off dead live}"
 [ "${configs[0]}" = off ] || { echo "CONFIGS must start with off, the baseline" >&2; exit 1; }
 others=("${configs[@]:1}")

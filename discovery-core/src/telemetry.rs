@@ -5,7 +5,7 @@
 //! unless the protocol variables say `grpc`. The SDK reads the rest
 //! (headers, sampler, batch sizes, `OTEL_SERVICE_NAME`).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -27,22 +27,21 @@ pub(crate) fn init(service: &str) -> Result<Option<TracingGuard>, String> {
     let Some(endpoint) = endpoint.filter(|_| !off) else {
         return Ok(None);
     };
-    let exporter = match protocol(var) {
-        Ok(Protocol::Grpc) => opentelemetry_otlp::SpanExporter::builder()
+    let exporter = match protocol(var)? {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build(),
-        Ok(Protocol::HttpProtobuf) => {
+        Protocol::HttpProtobuf => {
             let timeout = timeout(var)?;
             opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_timeout(timeout)
                 .with_http_client(OnRuntime {
-                    client: Arc::new(HyperClient::with_default_connector(timeout, None)),
+                    client: HyperClient::with_default_connector(timeout, None),
                     rt: tokio::runtime::Handle::current(),
                 })
                 .build()
         }
-        Err(e) => return Err(e),
     }
     .map_err(|e| format!("cannot export spans to {endpoint}: {e}"))?;
     let name = var("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_owned());
@@ -60,7 +59,7 @@ pub(crate) fn init(service: &str) -> Result<Option<TracingGuard>, String> {
 /// needs one to connect (the gRPC exporter's channel already runs there).
 #[derive(Debug)]
 struct OnRuntime {
-    client: Arc<HyperClient>,
+    client: HyperClient,
     rt: tokio::runtime::Handle,
 }
 

@@ -143,12 +143,12 @@ async fn a_request_is_traced_through_the_sidecar_to_the_collector() -> Result<()
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
     let nodes = format!("    nodes: {{\"{}\": 1}}\n", backend.addr());
-    let over_http = Sidecar::start_with_env(&web_config(None, &nodes), &[], &env).await?;
+    let over_grpc = Sidecar::start_with_env(&web_config(None, &nodes), &[], &env).await?;
     HttpClient::http1()
-        .get(over_http.listener("http")?, "/")
+        .get(over_grpc.listener("http")?, "/")
         .await?
         .ok()?;
-    over_http.explain(
+    over_grpc.explain(
         collector
             .wait_for_spans(DEADLINE, "spans sent over OTLP/gRPC", |s| {
                 s.iter()
@@ -287,13 +287,7 @@ async fn discovery_updates_are_traced_by_the_adapter_and_the_sidecar_with_one_ve
     // sidecar over gRPC.
     let endpoint = format!("http://{}", collector.http());
     let grpc_endpoint = format!("http://{}", collector.grpc());
-    let path = file.path().to_str().context("non-UTF-8 temp path")?;
-    let mut cmd = std::process::Command::new(workspace_binary("discovery-file")?);
-    cmd.args(["--file", path])
-        .args(integration::loopback_args())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let adapter = Adapter::start("discovery-file", cmd).await?;
+    let adapter = Adapter::start("discovery-file", traced_file_adapter(&file, &endpoint)?).await?;
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -336,13 +330,9 @@ async fn an_adapter_exports_its_last_spans_when_it_stops() -> Result<()> {
     let a = Backend::start("a").await?;
     let file = EndpointFile::new(&service_file("web", [&a]))?;
     let endpoint = format!("http://{}", collector.http());
-    let path = file.path().to_str().context("non-UTF-8 temp path")?;
-    let mut cmd = std::process::Command::new(workspace_binary("discovery-file")?);
-    cmd.args(["--file", path])
-        .args(integration::loopback_args())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        // Nothing leaves on the schedule: only the flush at the stop.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    let mut cmd = traced_file_adapter(&file, &endpoint)?;
+    // Nothing leaves on the schedule: only the flush at the stop.
+    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "600000")
         .env("TOKIO_WORKER_THREADS", "1");
     let adapter = Adapter::start("discovery-file", cmd).await?;
     let mut sub = Subscriber::watch(adapter.grpc(), "web").await?;
@@ -358,6 +348,18 @@ async fn an_adapter_exports_its_last_spans_when_it_stops() -> Result<()> {
             .await,
     )?;
     Ok(())
+}
+
+/// `discovery-file` over `file`, exporting its spans to `endpoint` over the
+/// default transport every 100 ms.
+fn traced_file_adapter(file: &EndpointFile, endpoint: &str) -> Result<std::process::Command> {
+    let path = file.path().to_str().context("non-UTF-8 temp path")?;
+    let mut cmd = std::process::Command::new(workspace_binary("discovery-file")?);
+    cmd.args(["--file", path])
+        .args(integration::loopback_args())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    Ok(cmd)
 }
 
 fn find(spans: &[ExportedSpan], kind: i64) -> Option<&ExportedSpan> {
