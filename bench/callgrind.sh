@@ -17,6 +17,7 @@
 #   PROXY=nginx    profile nginx instead (one process, the proxy settings of
 #                  bench/run): the CPU comparison of the benchmark counted
 #                  in instructions, which CPU steal does not move
+#   PROXY=haproxy  the same for HAProxy (bench/run's settings, -db)
 #   e.g. bench/callgrind.sh 20000 10 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:1
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,26 @@ if [ -n "${COLLECTOR:-}" ]; then
         extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector_http")
     fi
 fi
-if [ "${PROXY:-sidecar}" = nginx ]; then
+if [ "${PROXY:-sidecar}" = haproxy ]; then
+    haproxy=$(bench/install-peers | grep '^haproxy=' | cut -d= -f2)
+    port=$(free_port)
+    h2port=$(free_port)
+    python3 - "$port" "$h2port" "${backends[@]}" >"$dir/haproxy.cfg" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+from proxies import haproxy_config
+h1, h2, backends = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+print(haproxy_config(backends, h1, h2))
+PY
+    # -db: in the foreground, one process, as bench/run starts it.
+    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+        "$haproxy" -db -f "$dir/haproxy.cfg" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
+    spid=$!
+    pids+=($spid)
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done
+    proxy=127.0.0.1:$port
+    [ "${PROTO:-}" = h2c ] && proxy=127.0.0.1:$h2port
+elif [ "${PROXY:-sidecar}" = nginx ]; then
     nginx=$(bench/install-peers | grep '^nginx=' | cut -d= -f2)
     port=$(free_port)
     h2port=$(free_port)
@@ -59,6 +79,7 @@ PY
     pids+=($spid)
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done
     proxy=127.0.0.1:$port
+    [ "${PROTO:-}" = h2c ] && proxy=127.0.0.1:$h2port
 else
     env "${extra[@]}" "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
         "$sidecar" --config "$dir/sidecar.yaml" --workers 1 >"$dir/sidecar.out" 2>"$dir/sidecar.log" &

@@ -44,6 +44,11 @@ def main():
     ap.add_argument("--loads", default="h1,h2,rate")
     ap.add_argument("--skip-discovery", action="store_true",
                     help="only the proxy comparison")
+    ap.add_argument("--max-steal", type=float, default=5.0,
+                    help="a run during which the hypervisor took more than this share "
+                         "of the CPUs (percent) is measured again")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="extra attempts for a run over --max-steal; the least stolen is kept")
     ap.add_argument("--baseline", help="an earlier sidecar binary, measured as sidecar-base")
     ap.add_argument("--tools", required=True, help="name=path lines from install-peers")
     args = ap.parse_args()
@@ -54,7 +59,9 @@ def main():
 
     print(f"load generators pinned to CPU {LOAD_CORE}; each proxy and the three "
           f"backends pinned to CPU {PROXY_CORE} (a sidecar shares its core with its app)")
-    print(f"{args.rounds} rounds x {args.secs}s per load; proxies alternate within each round\n")
+    print(f"{args.rounds} rounds x {args.secs}s per load; proxies alternate within each round; "
+          f"a run with over {args.max_steal:g}% CPU steal is repeated up to {args.retries} "
+          f"times and the least stolen attempt kept\n")
     names = args.proxies.split(",")
     loads = args.loads.split(",")
     work = tempfile.mkdtemp(prefix="tributary-bench-")
@@ -73,14 +80,15 @@ def main():
             order = names[r % len(names):] + names[:r % len(names)]
             for n in order:
                 for l in loads:
-                    res = measure(running[n], l, args, tools)
+                    res = screened(running[n], l, args, tools)
                     results[n][l].append(res)
                     print(f"round {r + 1} {n:8} {l:5} {res['rps']:9.0f} req/s  "
                           f"p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms  "
-                          f"cpu {res['cpu_us']:.1f} us/req  steal {res['steal_pct']:.0f}%",
+                          f"cpu {res['cpu_us']:.1f} us/req  steal {res['steal_pct']:.0f}%"
+                          + (f" (attempt {res['attempts']})" if res["attempts"] > 1 else ""),
                           flush=True)
         peak = {n: rss_kib(p.pids(), "VmHWM") for n, p in running.items()}
-        rows = summarize(results, idle, peak, names, loads)
+        rows = summarize(results, idle, peak, names, loads, args.max_steal)
         print_table(rows, loads)
         stamp = save(rows, {}, args)
         if not args.skip_discovery:
@@ -118,6 +126,23 @@ def steal_ticks():
         return int(f.readline().split()[8])
 
 
+def screened(proxy, kind, args, tools):
+    """One run of `kind` against `proxy`, measured again while the hypervisor
+    took more than --max-steal of the CPUs: on a shared VM, steal moves a
+    proxy's figures more than the differences between proxies. Of the
+    attempts, the one with the least steal is kept; `attempts` says how many
+    were made."""
+    best = None
+    for attempt in range(1, args.retries + 2):
+        res = measure(proxy, kind, args, tools)
+        if best is None or res["steal_pct"] < best["steal_pct"]:
+            best = res
+        if res["steal_pct"] <= args.max_steal:
+            break
+    best["attempts"] = attempt
+    return best
+
+
 def measure(proxy, kind, args, tools):
     stolen = steal_ticks()
     before = cpu_ticks(proxy.pids())
@@ -138,14 +163,16 @@ def measure(proxy, kind, args, tools):
     return res
 
 
-def summarize(results, idle, peak, names, loads):
-    """The median of the rounds for each proxy and load, with ratios."""
+def summarize(results, idle, peak, names, loads, max_steal):
+    """The median of the rounds for each proxy and load, with ratios, and how
+    many of the rounds stayed over `max_steal` after their retries."""
     med = {}
     for n in names:
         for l in loads:
             runs = results[n][l]
             med[(n, l)] = {k: statistics.median(r[k] for r in runs)
                            for k in ("rps", "p50", "p99", "p999", "cpu_us", "errors", "steal_pct")}
+            med[(n, l)]["over_steal"] = sum(r["steal_pct"] > max_steal for r in runs)
     rows = []
     for l in loads:
         for n in names:
@@ -170,7 +197,7 @@ def print_table(rows, loads):
         print(f"\n== {titles[l]} (medians)")
         print(f"{'proxy':9} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} "
               f"{'cpu us':>7} {'idle MB':>7} {'peak MB':>7} {'x direct':>8} "
-              f"{'x sidecar':>9} {'+p50':>6} {'+p99':>6} {'errors':>6}")
+              f"{'x sidecar':>9} {'+p50':>6} {'+p99':>6} {'errors':>6} {'steal%':>6} {'stolen':>6}")
         for r in rows:
             if r["load"] != l:
                 continue
@@ -178,7 +205,8 @@ def print_table(rows, loads):
                   f"{r['p999']:7.2f} {r['cpu_us']:7.1f} {r['rss_idle_mb']:7.1f} "
                   f"{r['rss_peak_mb']:7.1f} {r['rps_vs_direct']:8.2f} "
                   f"{r['rps_vs_sidecar']:9.2f} {r['added_p50_ms']:6.2f} "
-                  f"{r['added_p99_ms']:6.2f} {r['errors']:6.0f}")
+                  f"{r['added_p99_ms']:6.2f} {r['errors']:6.0f} {r['steal_pct']:6.1f} "
+                  f"{r['over_steal']:6d}")
 
 
 def discovery(work):
