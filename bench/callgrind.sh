@@ -54,7 +54,7 @@ h1, h2, backends = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 print(haproxy_config(backends, h1, h2))
 PY
     # -db: in the foreground, one process, as bench/run starts it.
-    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+    valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$dir/cg.out" \
         "$haproxy" -db -f "$dir/haproxy.cfg" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
     spid=$!
     pids+=($spid)
@@ -73,7 +73,7 @@ from proxies import nginx_config
 h1, h2, d, backends = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 print(nginx_config(backends, h1, h2, d).replace("master_process on;", "master_process off;"))
 PY
-    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+    valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$dir/cg.out" \
         "$nginx" -c "$dir/nginx.conf" -p "$dir" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
     spid=$!
     pids+=($spid)
@@ -81,7 +81,7 @@ PY
     proxy=127.0.0.1:$port
     [ "${PROTO:-}" = h2c ] && proxy=127.0.0.1:$h2port
 else
-    env "${extra[@]}" "$@" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+    env "${extra[@]}" "$@" valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$dir/cg.out" \
         "$sidecar" --config "$dir/sidecar.yaml" --workers 1 >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
     spid=$!
     pids+=($spid)
