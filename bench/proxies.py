@@ -170,7 +170,8 @@ def start(name, tools, backends, workdir, core, repo):
     """Starts one proxy pinned to `core`; returns a Proxy once it listens.
 
     `sidecar-base` is the sidecar from the binary in tools["sidecar-base"]
-    (an earlier build, to measure a change in the same run)."""
+    (an earlier build, to measure a change in the same run); `sidecar-pgo`
+    the profile-guided build in tools["sidecar-pgo"]."""
     h1, h2 = free_port(), free_port()
     d = pathlib.Path(workdir) / name
     d.mkdir(parents=True, exist_ok=True)
@@ -179,11 +180,10 @@ def start(name, tools, backends, workdir, core, repo):
         # No proxy: the load goes straight to the first backend.
         host, port = backends[0].split(":")
         return Proxy(name, int(port), int(port), [], lambda: [])
-    if name in ("sidecar", "sidecar-base"):
+    if name in ("sidecar", "sidecar-base", "sidecar-pgo"):
         cfg = d / "sidecar.yaml"
         cfg.write_text(sidecar_config(backends, h1, h2))
-        exe = (tools["sidecar-base"] if name == "sidecar-base"
-               else repo / "target" / "release" / "sidecar")
+        exe = tools.get(name) or repo / "target" / "release" / "sidecar"
         p = Proc(name, pin + [str(exe), "--config", str(cfg)], d)
         procs = [p]
         pids = lambda: [p.pid]  # noqa: E731

@@ -40,7 +40,8 @@ def main():
     ap.add_argument("--h2-conns", type=int, default=10)
     ap.add_argument("--h2-streams", type=int, default=10)
     ap.add_argument("--rate", type=int, default=5000, help="oha requests/s")
-    ap.add_argument("--proxies", default="direct,sidecar,nginx,haproxy,envoy")
+    ap.add_argument("--proxies", default="direct,sidecar,sidecar-pgo,nginx,haproxy,envoy",
+                    help="sidecar-pgo is the profile-guided build of scripts/build-pgo")
     ap.add_argument("--loads", default="h1,h2,rate")
     ap.add_argument("--skip-discovery", action="store_true",
                     help="only the proxy comparison")
@@ -53,6 +54,9 @@ def main():
     ap.add_argument("--tools", required=True, help="name=path lines from install-peers")
     args = ap.parse_args()
     tools = dict(l.split("=", 1) for l in open(args.tools).read().split() if "=" in l)
+    if "sidecar-pgo" in args.proxies.split(",") and "sidecar-pgo" not in tools:
+        ap.error("sidecar-pgo needs scripts/build-pgo's line in --tools (bench/run "
+                 "adds it unless NO_PGO=1); or leave it out of --proxies")
     if args.baseline:
         tools["sidecar-base"] = args.baseline
         args.proxies += ",sidecar-base"
@@ -82,7 +86,7 @@ def main():
                 for l in loads:
                     res = screened(running[n], l, args, tools)
                     results[n][l].append(res)
-                    print(f"round {r + 1} {n:8} {l:5} {res['rps']:9.0f} req/s  "
+                    print(f"round {r + 1} {n:11} {l:5} {res['rps']:9.0f} req/s  "
                           f"p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms  "
                           f"cpu {res['cpu_us']:.1f} us/req  steal {res['steal_pct']:.0f}%"
                           + (f" (attempt {res['attempts']})" if res["attempts"] > 1 else ""),
@@ -195,13 +199,13 @@ def print_table(rows, loads):
               "rate": "fixed rate (oha, latency-corrected)"}
     for l in loads:
         print(f"\n== {titles[l]} (medians)")
-        print(f"{'proxy':9} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} "
+        print(f"{'proxy':11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} "
               f"{'cpu us':>7} {'idle MB':>7} {'peak MB':>7} {'x direct':>8} "
               f"{'x sidecar':>9} {'+p50':>6} {'+p99':>6} {'errors':>6} {'steal%':>6} {'stolen':>6}")
         for r in rows:
             if r["load"] != l:
                 continue
-            print(f"{r['proxy']:9} {r['rps']:9.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
+            print(f"{r['proxy']:11} {r['rps']:9.0f} {r['p50']:7.2f} {r['p99']:7.2f} "
                   f"{r['p999']:7.2f} {r['cpu_us']:7.1f} {r['rss_idle_mb']:7.1f} "
                   f"{r['rss_peak_mb']:7.1f} {r['rps_vs_direct']:8.2f} "
                   f"{r['rps_vs_sidecar']:9.2f} {r['added_p50_ms']:6.2f} "
