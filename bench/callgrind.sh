@@ -42,39 +42,30 @@ if [ -n "${COLLECTOR:-}" ]; then
         extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$collector_http")
     fi
 fi
-if [ "${PROXY:-sidecar}" = haproxy ]; then
-    haproxy=$(bench/install-peers | grep '^haproxy=' | cut -d= -f2)
+peer=${PROXY:-sidecar}
+if [ "$peer" = haproxy ] || [ "$peer" = nginx ]; then
+    exe=$(bench/install-peers | grep "^$peer=" | cut -d= -f2)
     port=$(free_port)
     h2port=$(free_port)
-    python3 - "$port" "$h2port" "${backends[@]}" >"$dir/haproxy.cfg" <<'PY'
+    # bench/proxies.py's settings, in one process: nginx with no master,
+    # HAProxy in the foreground (-db) as bench/run starts it.
+    python3 - "$peer" "$port" "$h2port" "$dir" "${backends[@]}" >"$dir/$peer.conf" <<'PY'
 import sys
 sys.path.insert(0, "bench")
-from proxies import haproxy_config
-h1, h2, backends = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-print(haproxy_config(backends, h1, h2))
+from proxies import haproxy_config, nginx_config
+peer, h1, h2, d, backends = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+if peer == "nginx":
+    print(nginx_config(backends, h1, h2, d).replace("master_process on;", "master_process off;"))
+else:
+    print(haproxy_config(backends, h1, h2))
 PY
-    # -db: in the foreground, one process, as bench/run starts it.
+    if [ "$peer" = nginx ]; then
+        args=(-c "$dir/nginx.conf" -p "$dir")
+    else
+        args=(-db -f "$dir/haproxy.conf")
+    fi
     valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$dir/cg.out" \
-        "$haproxy" -db -f "$dir/haproxy.cfg" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
-    spid=$!
-    pids+=($spid)
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done
-    proxy=127.0.0.1:$port
-    [ "${PROTO:-}" = h2c ] && proxy=127.0.0.1:$h2port
-elif [ "${PROXY:-sidecar}" = nginx ]; then
-    nginx=$(bench/install-peers | grep '^nginx=' | cut -d= -f2)
-    port=$(free_port)
-    h2port=$(free_port)
-    # bench/proxies.py's settings, in one process (no master) for valgrind.
-    python3 - "$port" "$h2port" "$dir" "${backends[@]}" >"$dir/nginx.conf" <<'PY'
-import sys
-sys.path.insert(0, "bench")
-from proxies import nginx_config
-h1, h2, d, backends = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
-print(nginx_config(backends, h1, h2, d).replace("master_process on;", "master_process off;"))
-PY
-    valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$dir/cg.out" \
-        "$nginx" -c "$dir/nginx.conf" -p "$dir" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
+        "$exe" "${args[@]}" >"$dir/sidecar.out" 2>"$dir/sidecar.log" &
     spid=$!
     pids+=($spid)
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.2; done

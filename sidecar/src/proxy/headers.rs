@@ -66,19 +66,24 @@ impl ClientAddr {
     }
 }
 
-/// Whether `name` is hop-by-hop: never forwarded (RFC 9110 §7.6.1).
-/// `TE` is handled apart: `TE: trailers` is kept, gRPC needs it end to end.
+/// The hop-by-hop fields: never forwarded (RFC 9110 §7.6.1). `TE` is
+/// handled apart: `TE: trailers` is kept, gRPC needs it end to end.
 /// `Trailer` is end to end (RFC 9110 §6.6.2): it declares the trailer
 /// fields, and hyper's HTTP/1.1 server sends only those declared.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+/// Whether `name` is one of [`HOP_BY_HOP`].
 #[inline]
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    HOP_BY_HOP.contains(&name)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
@@ -118,15 +123,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
-    for h in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for h in HOP_BY_HOP {
         headers.remove(h);
     }
 }
