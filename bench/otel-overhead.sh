@@ -19,10 +19,13 @@
 # transports in one run. `off` is always the baseline.
 #
 # Each run also prints the steal on CPU 1 (time the hypervisor gave other
-# guests); the ratios are printed again over the rounds in which no run lost
-# more than STEAL_MAX percent (default 3) to it.
+# guests). A run that lost more than STEAL_MAX percent (default 3) to it is
+# measured again, up to RETRIES (default 2) times, keeping the attempt with
+# the least steal, as bench/run does; the ratios are printed again over the
+# rounds in which no kept run lost more than STEAL_MAX percent.
 #
-# Usage: [COLLECTOR_CPU=0|1|all] [CONFIGS="off dead live live-grpc"] bench/otel-overhead.sh [seconds] [rounds] [connections]
+# Usage: [COLLECTOR_CPU=0|1|all] [CONFIGS="off dead live live-grpc"] [STEAL_MAX=3] [RETRIES=2]
+#        bench/otel-overhead.sh [seconds] [rounds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -117,6 +120,32 @@ declare -A busy0 total0
 # of the steadied ratios below (its runs still count in the rest).
 steal_max=${STEAL_MAX:-3}
 steady=0
+# One run of configuration $1 in a fresh sidecar; sets m_rps, m_steal (%
+# of CPU 1 stolen), m_reqs and the tick counts that the summary adds up.
+measure() {
+    local name=$1 before xbefore cbefore b0 t0 s0 u0 b1 t1 s1 u1 out after
+    start "$name"
+    before=$(cpu "${spid[$name]}")
+    xbefore=$(export_cpu "${spid[$name]}")
+    cbefore=$(cpu "$collector_pid")
+    read -r b0 t0 < <(core0)
+    read -r s0 u0 < <(steal1)
+    out=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://${proxy[$name]}/")
+    after=$(cpu "${spid[$name]}")
+    m_xticks=$(( $(export_cpu "${spid[$name]}") - xbefore ))
+    read -r b1 t1 < <(core0)
+    read -r s1 u1 < <(steal1)
+    m_busy0=$(( b1 - b0 ))
+    m_total0=$(( t1 - t0 ))
+    m_cticks=$(( $(cpu "$collector_pid") - cbefore ))
+    m_rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    m_ticks=$(( after - before ))
+    m_reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    stop "$name"
+    m_steal=$(( (s1 - s0) * 100 / (u1 - u0 > 0 ? u1 - u0 : 1) ))
+}
+retries=${RETRIES:-2}
+retried=0
 echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, order rotating; wrk on CPU 0, backend and sidecars on CPU 1, collector on CPU $collector_cpu at nice $collector_nice"
 read -r -a configs <<<"${CONFIGS:-off dead live}"
 [ "${configs[0]}" = off ] || { echo "CONFIGS must start with off, the baseline" >&2; exit 1; }
@@ -127,29 +156,30 @@ for r in $(seq 1 "$rounds"); do
     k=$(( (r - 1) % ${#configs[@]} ))
     worst=0
     for name in "${configs[@]:k}" "${configs[@]:0:k}"; do
-        start "$name"
-        before=$(cpu "${spid[$name]}")
-        xbefore=$(export_cpu "${spid[$name]}")
-        cbefore=$(cpu "$collector_pid")
-        read -r b0 t0 < <(core0)
-        read -r s0 u0 < <(steal1)
-        out=$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" "http://${proxy[$name]}/")
-        after=$(cpu "${spid[$name]}")
-        xticks[$name]=$(( ${xticks[$name]:-0} + $(export_cpu "${spid[$name]}") - xbefore ))
-        read -r b1 t1 < <(core0)
-        read -r s1 u1 < <(steal1)
-        busy0[$name]=$(( ${busy0[$name]:-0} + b1 - b0 ))
-        total0[$name]=$(( ${total0[$name]:-0} + t1 - t0 ))
-        cticks[$name]=$(( ${cticks[$name]:-0} + $(cpu "$collector_pid") - cbefore ))
-        rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-        results[$name]="${results[$name]:-} $rps"
-        round[$name]=$rps
-        ticks[$name]=$(( ${ticks[$name]:-0} + after - before ))
-        reqs[$name]=$(( ${reqs[$name]:-0} + $(echo "$out" | awk '/requests in/ {print $1}') ))
-        stop "$name"
-        steal=$(( (s1 - s0) * 100 / (u1 - u0 > 0 ? u1 - u0 : 1) ))
-        if (( steal > worst )); then worst=$steal; fi
-        echo "round $r  $name  $rps req/s  steal on CPU 1 $steal%"
+        # A run that lost more than STEAL_MAX% of CPU 1 to steal is run
+        # again, up to RETRIES times, and the attempt with the least steal
+        # is kept: steal, not tracing, moved such a run by up to half.
+        best=
+        for attempt in $(seq 0 "$retries"); do
+            measure "$name"
+            if [ -z "$best" ] || (( m_steal < b_steal )); then
+                best=1 b_steal=$m_steal b_rps=$m_rps b_ticks=$m_ticks b_xticks=$m_xticks
+                b_cticks=$m_cticks b_busy0=$m_busy0 b_total0=$m_total0 b_reqs=$m_reqs
+            fi
+            (( m_steal > steal_max )) || break
+            (( attempt < retries )) && echo "round $r  $name  $m_rps req/s  steal on CPU 1 $m_steal%: measured again"
+        done
+        if (( attempt > 0 )); then retried=$(( retried + attempt )); fi
+        xticks[$name]=$(( ${xticks[$name]:-0} + b_xticks ))
+        busy0[$name]=$(( ${busy0[$name]:-0} + b_busy0 ))
+        total0[$name]=$(( ${total0[$name]:-0} + b_total0 ))
+        cticks[$name]=$(( ${cticks[$name]:-0} + b_cticks ))
+        results[$name]="${results[$name]:-} $b_rps"
+        round[$name]=$b_rps
+        ticks[$name]=$(( ${ticks[$name]:-0} + b_ticks ))
+        reqs[$name]=$(( ${reqs[$name]:-0} + b_reqs ))
+        if (( b_steal > worst )); then worst=$b_steal; fi
+        echo "round $r  $name  $b_rps req/s  steal on CPU 1 $b_steal%"
     done
     # Each configuration against off in the same round: the machine's
     # speed drifts between rounds more than within one.
@@ -180,6 +210,7 @@ for name in "${others[@]}"; do
         echo "$name  no round had at most $steal_max% steal on CPU 1"
     fi
 done
+echo "runs measured again for steal: $retried"
 hz=$(getconf CLK_TCK)
 for name in "${configs[@]}"; do
     awk -v n="$name" -v t="${ticks[$name]}" -v hz="$hz" -v r="${reqs[$name]}" \
