@@ -168,9 +168,13 @@ impl ExportQueue {
         let (control, ctrl_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread_stats = stats.clone();
-        // Enough for the records of a batch: they come back together.
+        // Room for every record that can be out at once: the queue's and
+        // the batch being exported. With room for one batch only, the
+        // records queued while a batch was encoded took new boxes on the
+        // request path, and as many were freed here when the batch came
+        // back (a box for 1 request in 13 under load).
         let boxes = Arc::new(Boxes {
-            server: Recycler::new(cfg.batch),
+            server: Recycler::new(cfg.queue + cfg.batch),
         });
         let thread_boxes = boxes.clone();
         std::thread::Builder::new()

@@ -54,9 +54,31 @@ fn endpoint(i: u8, weight: u32) -> Arc<Endpoint> {
     })
 }
 
+/// A collector that takes exports only while the test holds it open.
+#[derive(Clone)]
+struct Gate(tokio::sync::watch::Receiver<bool>);
+
+impl Sink for Gate {
+    async fn send(&mut self, _body: Framed) -> Result<Accepted, String> {
+        self.0
+            .wait_for(|open| *open)
+            .await
+            .map_err(|_| "the test ended".to_owned())?;
+        Ok(Accepted::default())
+    }
+}
+
 fn start(sampler: SamplerChoice) -> (ProxyTracer, ExportQueue, Keep, Arc<ExportStats>) {
     let keep = Keep::default();
-    let sink = keep.clone();
+    let (tracer, queue, stats) = start_with(sampler, keep.clone());
+    (tracer, queue, keep, stats)
+}
+
+/// The tracer and its export queue (100 records, batches of 10) over `sink`.
+fn start_with<S: Sink + Send + 'static>(
+    sampler: SamplerChoice,
+    sink: S,
+) -> (ProxyTracer, ExportQueue, Arc<ExportStats>) {
     let stats = Arc::new(ExportStats::default());
     let cfg = BatchConfig {
         queue: 100,
@@ -69,7 +91,7 @@ fn start(sampler: SamplerChoice) -> (ProxyTracer, ExportQueue, Keep, Arc<ExportS
         .build();
     let queue = ExportQueue::start(move || Ok(sink), resource, cfg, stats.clone()).expect("starts");
     let tracer = ProxyTracer::new(sampler, queue.clone(), stats.clone());
-    (tracer, queue, keep, stats)
+    (tracer, queue, stats)
 }
 
 fn decode(keep: &Keep) -> (Vec<(String, String)>, Vec<Span>) {
@@ -384,4 +406,48 @@ fn cached_explanations_follow_health_and_new_endpoint_sets() {
     drop(first);
     assert_eq!(export(&set(2)), (both.into(), String::new(), "2".into()));
     queue.shutdown(Duration::from_secs(10)).expect("stops");
+}
+
+#[test]
+fn records_queued_while_a_batch_is_sent_keep_their_boxes_for_the_next() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (tracer, queue, stats) = start_with(SamplerChoice::ParentOn, Gate(gate));
+    let parts = Request::builder()
+        .uri("/")
+        .body(())
+        .expect("valid request")
+        .into_parts()
+        .0;
+    let upstream: Arc<str> = "web".into();
+    let traced = |n: usize| {
+        for _ in 0..n {
+            start_local(&tracer, &parts, &upstream).end(200, None);
+        }
+    };
+    let boxes = &queue.boxes.server;
+
+    // The collector holds the first batch of 10: the other 40 records
+    // wait in the queue, each in a box of its own.
+    traced(50);
+    assert!(boxes.made() >= 40, "{} boxes", boxes.made());
+    open.send_replace(true);
+    queue.flush(Duration::from_secs(10)).expect("flushed");
+    let made = boxes.made();
+
+    // The same again: every record finds a box that came back.
+    open.send_replace(false);
+    traced(40);
+    assert_eq!(
+        boxes.made(),
+        made,
+        "records took new boxes: not all of the {made} made before were kept"
+    );
+    open.send_replace(true);
+    queue.flush(Duration::from_secs(10)).expect("flushed");
+    assert_eq!(
+        stats.exported.load(std::sync::atomic::Ordering::Relaxed),
+        90,
+        "one span a request"
+    );
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

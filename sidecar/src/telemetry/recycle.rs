@@ -26,6 +26,9 @@ pub(crate) trait Recycle {
 #[derive(Debug)]
 pub(crate) struct Recycler<T: Recycle> {
     free: ArrayQueue<Box<Slot<T>>>,
+    /// Boxes allocated so far: tests check that warm boxes are reused.
+    #[cfg(test)]
+    made: std::sync::atomic::AtomicUsize,
 }
 
 /// A record in a box that goes back to its [`Recycler`] when exported.
@@ -48,7 +51,15 @@ impl<T: Recycle> Recycler<T> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             free: ArrayQueue::new(capacity.max(1)),
+            #[cfg(test)]
+            made: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// How many boxes [`Self::fill`] has allocated.
+    #[cfg(test)]
+    pub(crate) fn made(&self) -> usize {
+        self.made.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The record `make` builds from the allocations the box's last record
@@ -60,10 +71,14 @@ impl<T: Recycle> Recycler<T> {
                 slot.value = Some(make(std::mem::take(&mut slot.spare)));
                 slot
             }
-            None => Box::new(Slot {
-                value: Some(make(T::Spare::default())),
-                spare: T::Spare::default(),
-            }),
+            None => {
+                #[cfg(test)]
+                self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Box::new(Slot {
+                    value: Some(make(T::Spare::default())),
+                    spare: T::Spare::default(),
+                })
+            }
         };
         Pooled { slot }
     }
